@@ -1,0 +1,161 @@
+using Falk.Api.Contracts;
+using Falk.Api.Hosting;
+using Falk.Core.Machines;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+
+namespace Falk.Api.Endpoints;
+
+public static class MachineEndpoints
+{
+    public const int DefaultBootTimeoutSeconds = 300;
+    public const int DefaultStopTimeoutSeconds = 30;
+    public const int MaxTimeoutSeconds = 3600;
+
+    public static RouteGroupBuilder MapMachineEndpoints(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/v1/machines")
+            .WithTags("Machines")
+            .ProducesProblem(StatusCodes.Status403Forbidden);
+
+        group.MapPost("/", CreateMachine)
+            .WithName("CreateMachine")
+            .WithSummary("Allocate a port and prepare a machine of a template")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status502BadGateway)
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+
+        group.MapGet("/", ListMachines)
+            .WithName("ListMachines")
+            .WithSummary("The caller's machines (all machines for admins)");
+
+        group.MapGet("/{id}", GetMachine)
+            .WithName("GetMachine")
+            .WithSummary("State, template, times, SSH access and last error of a machine")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound);
+
+        group.MapPost("/{id}/boot", BootMachine)
+            .WithName("BootMachine")
+            .WithSummary("Launch a machine; with wait=ssh answer once SSH presents the expected host key")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status502BadGateway)
+            .ProducesProblem(StatusCodes.Status504GatewayTimeout);
+
+        group.MapGet("/{id}/ssh", GetMachineSsh)
+            .WithName("GetMachineSsh")
+            .WithSummary("User, host, port and host key to log in to a machine")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound);
+
+        group.MapPost("/{id}/wait", WaitForMachine)
+            .WithName("WaitForMachine")
+            .WithSummary("Wait for the guest to stop by itself (condition=stopped)")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status504GatewayTimeout);
+
+        group.MapPost("/{id}/stop", StopMachine)
+            .WithName("StopMachine")
+            .WithSummary("Graceful power-down, forced after timeout_seconds")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict);
+
+        group.MapDelete("/{id}", DeleteMachine)
+            .WithName("DeleteMachine")
+            .WithSummary("Stop hard and clean up; deleting an unknown machine is not an error")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status502BadGateway);
+
+        return group;
+    }
+
+    internal static async Task<Created<MachineResponse>> CreateMachine(
+        CreateMachineBody body, HttpContext http, MachineService machines, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrEmpty(body.Template))
+        {
+            throw new InvalidRequestException("template", "template is required");
+        }
+
+        var request = new CreateMachineRequest(body.Template, body.Manage ?? false, body.Labels ?? []);
+        var machine = await machines.CreateAsync(request, http.Caller(), cancellationToken);
+        return TypedResults.Created($"/v1/machines/{machine.Id}", MachineResponse.From(machine));
+    }
+
+    internal static Ok<List<MachineResponse>> ListMachines(HttpContext http, MachineService machines) =>
+        TypedResults.Ok(machines.List(http.Caller()).Select(MachineResponse.From).ToList());
+
+    internal static Ok<MachineResponse> GetMachine(string id, HttpContext http, MachineService machines) =>
+        TypedResults.Ok(MachineResponse.From(machines.Get(id, http.Caller())));
+
+    /// <param name="wait"><c>ssh</c> to answer once SSH is ready; <c>none</c> (default) to answer once launched.</param>
+    /// <param name="timeout">Seconds to wait for SSH (default 300).</param>
+    internal static async Task<Ok<MachineResponse>> BootMachine(
+        string id, string? wait, int? timeout, HttpContext http, MachineService machines, CancellationToken cancellationToken)
+    {
+        var waitForSsh = wait switch
+        {
+            null or "" or "none" => false,
+            "ssh" => true,
+            _ => throw new InvalidRequestException("wait", $"wait must be 'ssh' or 'none', not '{wait}'"),
+        };
+        var machine = await machines.BootAsync(id, http.Caller(), waitForSsh, Seconds("timeout", timeout, DefaultBootTimeoutSeconds), cancellationToken);
+        return TypedResults.Ok(MachineResponse.From(machine));
+    }
+
+    internal static Ok<SshResponse> GetMachineSsh(string id, HttpContext http, MachineService machines) =>
+        TypedResults.Ok(SshResponse.From(machines.GetSsh(id, http.Caller())));
+
+    /// <param name="condition">What to wait for; only <c>stopped</c>.</param>
+    /// <param name="timeout">Seconds to wait (default 300).</param>
+    internal static async Task<Ok<MachineResponse>> WaitForMachine(
+        string id, string? condition, int? timeout, HttpContext http, MachineService machines, CancellationToken cancellationToken)
+    {
+        if (condition is not (null or "stopped"))
+        {
+            throw new InvalidRequestException("condition", $"condition must be 'stopped', not '{condition}'");
+        }
+
+        var machine = await machines.WaitUntilStoppedAsync(id, http.Caller(), Seconds("timeout", timeout, DefaultBootTimeoutSeconds), cancellationToken);
+        return TypedResults.Ok(MachineResponse.From(machine));
+    }
+
+    internal static async Task<Ok<MachineResponse>> StopMachine(
+        string id,
+        [FromBody(EmptyBodyBehavior = Microsoft.AspNetCore.Mvc.ModelBinding.EmptyBodyBehavior.Allow)] StopMachineBody? body,
+        HttpContext http,
+        MachineService machines,
+        CancellationToken cancellationToken)
+    {
+        var grace = body?.TimeoutSeconds is { } seconds && seconds == 0
+            ? TimeSpan.Zero
+            : Seconds("timeout_seconds", body?.TimeoutSeconds, DefaultStopTimeoutSeconds);
+        var machine = await machines.StopAsync(id, http.Caller(), grace, cancellationToken);
+        return TypedResults.Ok(MachineResponse.From(machine));
+    }
+
+    internal static async Task<NoContent> DeleteMachine(string id, HttpContext http, MachineService machines, CancellationToken cancellationToken)
+    {
+        if (Falk.Core.Machines.Names.Problem(id) is { } problem)
+        {
+            throw new InvalidRequestException("id", $"machine id {problem}");
+        }
+
+        await machines.DeleteAsync(id, http.Caller(), cancellationToken);
+        return TypedResults.NoContent();
+    }
+
+    private static TimeSpan Seconds(string field, int? value, int fallback) => value switch
+    {
+        null => TimeSpan.FromSeconds(fallback),
+        < 1 or > MaxTimeoutSeconds => throw new InvalidRequestException(field, $"{field} must be from 1 to {MaxTimeoutSeconds} seconds, not {value}"),
+        _ => TimeSpan.FromSeconds(value.Value),
+    };
+}

@@ -1,0 +1,114 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Falk.Api.Hosting;
+using Falk.Core;
+using Falk.Core.Machines;
+using Falk.Core.Processes;
+using Falk.Core.Ssh;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Mvc;
+
+namespace Falk.Api.Errors;
+
+/// <summary>
+/// Turns exceptions into RFC 9457 problem details: Falk's own by their kind, bad requests by their status,
+/// anything else as a 500 without internals.
+/// </summary>
+internal sealed partial class FalkExceptionHandler(IProblemDetailsService problems, ILogger<FalkExceptionHandler> logger) : IExceptionHandler
+{
+    public const string TypePrefix = "urn:falk:problem:";
+
+    [GeneratedRegex(@"System\.Nullable`1\[System\.(\w+)\]|System\.(?:Collections\.Generic\.)?(\w+)")]
+    private static partial Regex DotNetTypeName();
+
+    public async ValueTask<bool> TryHandleAsync(HttpContext context, Exception exception, CancellationToken cancellationToken)
+    {
+        var problem = exception switch
+        {
+            FalkException falk => FromFalk(falk, context),
+            BadHttpRequestException bad => FromBadRequest(bad),
+            _ => null,
+        };
+
+        if (problem is null)
+        {
+            ApiLog.Unhandled(logger, context.Request.Method, context.Request.Path, exception);
+            problem = new ProblemDetails
+            {
+                Status = StatusCodes.Status500InternalServerError,
+                Title = "Internal error",
+                Detail = "the daemon failed unexpectedly; its log has the details",
+                Type = TypePrefix + "internal",
+            };
+        }
+
+        problem.Instance ??= context.Request.Path;
+        context.Response.StatusCode = problem.Status!.Value;
+        return await problems.TryWriteAsync(new ProblemDetailsContext
+        {
+            HttpContext = context,
+            ProblemDetails = problem,
+            Exception = exception,
+        });
+    }
+
+    public static int StatusOf(FalkException exception) => exception switch
+    {
+        InvalidRequestException => StatusCodes.Status400BadRequest,
+        AccessDeniedException => StatusCodes.Status403Forbidden,
+        TemplateNotFoundException or MachineNotFoundException => StatusCodes.Status404NotFound,
+        MachineStateConflictException => StatusCodes.Status409Conflict,
+        CapacityExhaustedException or BackendUnavailableException => StatusCodes.Status503ServiceUnavailable,
+        HostKeyMismatchException or MachineFailedException or BackendOperationException or ProcessFailedException => StatusCodes.Status502BadGateway,
+        WaitTimeoutException => StatusCodes.Status504GatewayTimeout,
+        _ => StatusCodes.Status500InternalServerError,
+    };
+
+    private static ProblemDetails FromFalk(FalkException exception, HttpContext context)
+    {
+        var problem = new ProblemDetails
+        {
+            Status = StatusOf(exception),
+            Title = exception.Title,
+            Detail = exception.Message,
+            Type = TypePrefix + exception.Code,
+        };
+
+        foreach (var (key, value) in exception.Details)
+        {
+            if (value is not null)
+            {
+                problem.Extensions[key] = value;
+            }
+        }
+
+        var retryAfter = exception switch
+        {
+            CapacityExhaustedException c => c.RetryAfter,
+            BackendUnavailableException b => b.RetryAfter,
+            _ => (TimeSpan?)null,
+        };
+        if (retryAfter is { } delay)
+        {
+            context.Response.Headers.RetryAfter = ((int)Math.Ceiling(delay.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+        }
+
+        return problem;
+    }
+
+    private static ProblemDetails FromBadRequest(BadHttpRequestException exception)
+    {
+        var detail = exception.InnerException is JsonException json
+            ? $"invalid JSON at {json.Path ?? "$"}: {DotNetTypeName().Replace(json.Message.Split(" Path:")[0], m => m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value)}"
+            : exception.Message;
+        var status = exception.StatusCode;
+        return new ProblemDetails
+        {
+            Status = status,
+            Title = status == StatusCodes.Status413PayloadTooLarge ? "Request body too large" : "Bad request",
+            Detail = detail,
+            Type = TypePrefix + (status == StatusCodes.Status413PayloadTooLarge ? "body-too-large" : "bad-request"),
+        };
+    }
+}

@@ -1,0 +1,60 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Falk.Api.Errors;
+using Falk.Core.Config;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.OpenApi;
+
+namespace Falk.Api.Hosting;
+
+internal static class FalkApiServiceCollectionExtensions
+{
+    public const long MaxRequestBodyBytes = 64 * 1024;
+
+    /// <summary>snake_case JSON, problem details, the exception handler and the OpenAPI document.</summary>
+    public static IServiceCollection AddFalkApi(this IServiceCollection services, AccessPolicy accessPolicy)
+    {
+        services.AddSingleton(accessPolicy);
+        services.ConfigureHttpJsonOptions(options => ConfigureJson(options.SerializerOptions));
+        services.Configure<Microsoft.AspNetCore.Mvc.JsonOptions>(options => ConfigureJson(options.JsonSerializerOptions));
+        services.Configure<RouteHandlerOptions>(options => options.ThrowOnBadRequest = true);
+        services.AddProblemDetails();
+        services.AddExceptionHandler<FalkExceptionHandler>();
+        services.AddEndpointsApiExplorer();
+        services.AddSwaggerGen(options =>
+        {
+            options.SwaggerDoc("v1", new OpenApiInfo
+            {
+                Title = "Falk machine provider",
+                Version = "v1",
+                Description = "Throwaway VMs and containers for CI jobs, reached over SSH. Errors are RFC 9457 problem details.",
+            });
+            options.SupportNonNullableReferenceTypes();
+        });
+        return services;
+    }
+
+    public static void ConfigureJson(JsonSerializerOptions options)
+    {
+        options.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
+        options.DictionaryKeyPolicy = null;
+        options.UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow;
+        options.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower));
+    }
+
+    /// <summary>Kestrel on the control socket only, HTTP/1.1, bounded bodies; the socket gets its mode and group before listen().</summary>
+    public static IWebHostBuilder UseControlSocket(this IWebHostBuilder webHost, DaemonOptions daemon)
+    {
+        int? groupId = daemon.ControlSocketGroup is { } group ? Falk.Core.Unix.UnixAccounts.ResolveGroup(group) : null;
+        webHost.UseSockets(options => options.CreateBoundListenSocket = endpoint =>
+            endpoint is System.Net.Sockets.UnixDomainSocketEndPoint unix
+                ? ControlSocket.Bind(unix, daemon, groupId)
+                : Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets.SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint));
+        webHost.ConfigureKestrel(options =>
+        {
+            options.Limits.MaxRequestBodySize = MaxRequestBodyBytes;
+            options.ListenUnixSocket(daemon.ControlSocket, listen => listen.Protocols = HttpProtocols.Http1);
+        });
+        return webHost;
+    }
+}

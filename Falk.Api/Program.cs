@@ -1,0 +1,77 @@
+using Falk.Api.Endpoints;
+using Falk.Api.Hosting;
+using Falk.Core;
+using Falk.Core.Backends;
+using Falk.Core.Config;
+
+var options = FalkdOptions.Parse(args, out var argumentError);
+if (argumentError is not null)
+{
+    await Console.Error.WriteLineAsync($"falkd: {argumentError}\n{FalkdOptions.Usage}");
+    return 2;
+}
+
+if (options.ShowHelp)
+{
+    Console.WriteLine(FalkdOptions.Usage);
+    return 0;
+}
+
+FalkConfig config;
+AccessPolicy accessPolicy;
+try
+{
+    config = ConfigLoader.Load(options.ConfigPath, BackendModules.Descriptors);
+    accessPolicy = AccessPolicy.Create(config);
+}
+catch (ConfigException e)
+{
+    foreach (var error in e.Errors)
+    {
+        await Console.Error.WriteLineAsync($"falkd: error: {error}");
+    }
+
+    return 1;
+}
+
+foreach (var warning in config.Warnings)
+{
+    await Console.Error.WriteLineAsync($"falkd: warning: {warning}");
+}
+
+if (options.CheckConfigOnly)
+{
+    Console.WriteLine($"{config.Path}: OK: daemon '{config.Daemon.Name}' on {config.Daemon.ControlSocket}, ports {config.Daemon.VmPorts}, {config.Templates.Count} templates: {string.Join(", ", config.Templates.Select(t => $"{t.Name} ({t.Type})"))}");
+    return 0;
+}
+
+try
+{
+    ControlSocket.Claim(config.Daemon.ControlSocket);
+}
+catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException)
+{
+    await Console.Error.WriteLineAsync($"falkd: error: {e.Message}");
+    return 1;
+}
+
+var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+builder.WebHost.UseControlSocket(config.Daemon);
+builder.Logging.AddFalkConsole();
+builder.Services.AddFalkCore(config);
+builder.Services.AddFalkApi(accessPolicy);
+
+var app = builder.Build();
+app.UseExceptionHandler();
+app.UsePeerAccess();
+app.UseSwagger();
+app.UseSwaggerUI();
+app.MapHealthEndpoints();
+app.MapInfoEndpoints();
+app.MapTemplateEndpoints();
+app.MapMachineEndpoints();
+app.RemoveControlSocketOnStop(config.Daemon);
+app.LogListening(config.Daemon);
+
+await app.RunAsync();
+return 0;

@@ -1,0 +1,15 @@
+using Falk.Core.Backends.Custom;
+using Falk.Core.Config;
+
+namespace Falk.Core.Backends;
+
+/// <summary>Every backend this build has. A new backend is a folder and one line here.</summary>
+public static class BackendModules
+{
+    public static IReadOnlyList<IBackendModule> All { get; } =
+    [
+        new CustomBackendModule(),
+    ];
+
+    public static IReadOnlyList<BackendDescriptor> Descriptors { get; } = All.Select(m => m.Descriptor).ToList();
+}

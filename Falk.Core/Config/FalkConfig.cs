@@ -1,0 +1,78 @@
+using Falk.Core.Ssh;
+
+namespace Falk.Core.Config;
+
+/// <summary>The whole of a loaded and validated falk.conf.</summary>
+public sealed record FalkConfig(
+    string Path,
+    DaemonOptions Daemon,
+    IReadOnlyList<TemplateDefinition> Templates,
+    IReadOnlyList<string> Warnings);
+
+/// <summary>The <c>[falk]</c> section.</summary>
+public sealed record DaemonOptions
+{
+    public const string DefaultConfigPath = "/etc/falk/falk.conf";
+
+    public string Name { get; init; } = "falk";
+
+    public string ControlSocket { get; init; } = "/run/falk/falk.sock";
+
+    public UnixFileMode ControlSocketPermissions { get; init; } =
+        UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
+
+    /// <summary>Group name or numeric gid given to the socket, or null to keep the daemon's.</summary>
+    public string? ControlSocketGroup { get; init; }
+
+    public PortRange VmPorts { get; init; } = new(7888, 8000);
+
+    /// <summary>Machines alive at once, over all templates.</summary>
+    public int MaxMachines { get; init; }
+
+    /// <summary>User names or uids allowed to connect; empty means everyone who can open the socket.</summary>
+    public IReadOnlyList<string> AllowedUsers { get; init; } = [];
+
+    public IReadOnlyList<string> AllowedGroups { get; init; } = [];
+
+    /// <summary>Users who see every machine and may use management mode (root and the daemon's own user always may).</summary>
+    public IReadOnlyList<string> AdminUsers { get; init; } = [];
+
+    public IReadOnlyList<string> AdminGroups { get; init; } = [];
+}
+
+/// <summary>An inclusive range of TCP ports.</summary>
+public sealed record PortRange(int First, int Last)
+{
+    public int Count => Last - First + 1;
+
+    public bool Contains(int port) => port >= First && port <= Last;
+
+    public override string ToString() => $"[{First},{Last}]";
+}
+
+/// <summary>One machine kind ("template"): a config section other than <c>[falk]</c>.</summary>
+public sealed record TemplateDefinition
+{
+    /// <summary>The section id.</summary>
+    public required string Id { get; init; }
+
+    /// <summary>What a job asks for; defaults to the id.</summary>
+    public required string Name { get; init; }
+
+    public required string Type { get; init; }
+
+    public required string SshUser { get; init; }
+
+    public string SshHost { get; init; } = "localhost";
+
+    /// <summary>A fixed SSH port; null means one is taken from <c>vm_ports</c> per machine.</summary>
+    public int? SshPort { get; init; }
+
+    /// <summary>Pinned host keys; empty means the key is not verified.</summary>
+    public IReadOnlyList<HostKey> KnownHostKeys { get; init; } = [];
+
+    public bool ManageSupported { get; init; }
+
+    /// <summary>The backend's own options, parsed by its <see cref="BackendDescriptor"/>.</summary>
+    public required object BackendOptions { get; init; }
+}

@@ -1,0 +1,117 @@
+using Falk.Core.Config;
+using Falk.Core.Ssh;
+
+namespace Falk.Core.Machines;
+
+/// <summary>
+/// One machine the daemon owns. State changes happen under <see cref="Sync"/>; backend calls that must not
+/// overlap (launch, stop, kill, cleanup) hold <see cref="Operation"/>. <see cref="Lifetime"/> is cancelled
+/// when the machine is deleted, which ends every wait on it.
+/// </summary>
+public sealed class Machine
+{
+    internal Machine(string id, TemplateDefinition template, bool manage, int ownerUid, int sshPort,
+        IReadOnlyDictionary<string, string> labels, IMachineInstance instance, DateTimeOffset createdAt)
+    {
+        Id = id;
+        Template = template;
+        Manage = manage;
+        OwnerUid = ownerUid;
+        SshPort = sshPort;
+        Labels = labels;
+        Instance = instance;
+        CreatedAt = createdAt;
+        StateChangedAt = createdAt;
+        PinnedHostKeys = instance.DiscoveredHostKeys.Count > 0 ? instance.DiscoveredHostKeys : template.KnownHostKeys;
+        HostKeySource = instance.DiscoveredHostKeys.Count > 0 ? HostKeySources.Image
+            : template.KnownHostKeys.Count > 0 ? HostKeySources.Config
+            : HostKeySources.None;
+    }
+
+    public string Id { get; }
+
+    public TemplateDefinition Template { get; }
+
+    public bool Manage { get; }
+
+    public int OwnerUid { get; }
+
+    public int SshPort { get; }
+
+    public IReadOnlyDictionary<string, string> Labels { get; }
+
+    public DateTimeOffset CreatedAt { get; }
+
+    internal IMachineInstance Instance { get; }
+
+    /// <summary>The keys the SSH server must present: learned by the backend, else the template's.</summary>
+    internal IReadOnlyList<HostKey> PinnedHostKeys { get; }
+
+    internal string HostKeySource { get; }
+
+    internal Lock Sync { get; } = new();
+
+    internal SemaphoreSlim Operation { get; } = new(1, 1);
+
+    internal CancellationTokenSource Lifetime { get; } = new();
+
+    // The fields below are guarded by Sync.
+    internal MachineState State { get; private set; } = MachineState.Prepared;
+
+    internal DateTimeOffset StateChangedAt { get; private set; }
+
+    internal string? LastError { get; set; }
+
+    internal HostKey? ObservedHostKey { get; set; }
+
+    internal CancellationTokenSource? BootCancellation { get; set; }
+
+    internal TaskCompletionSource? Deletion { get; set; }
+
+    internal void SetState(MachineState state, DateTimeOffset now)
+    {
+        State = state;
+        StateChangedAt = now;
+    }
+
+    /// <summary>A consistent copy of the machine for callers outside the lock.</summary>
+    internal MachineView View()
+    {
+        lock (Sync)
+        {
+            var knownKey = ObservedHostKey is not null && (PinnedHostKeys.Count == 0 || PinnedHostKeys.Contains(ObservedHostKey))
+                ? ObservedHostKey
+                : PinnedHostKeys.Count > 0 ? PinnedHostKeys[0] : null;
+            var ssh = new SshAccess(Template.SshUser, Template.SshHost, SshPort, knownKey,
+                Verified: PinnedHostKeys.Count > 0,
+                Source: PinnedHostKeys.Count > 0 ? HostKeySource : knownKey is null ? HostKeySources.None : HostKeySources.Observed);
+            return new MachineView(Id, Template.Name, State, Manage, OwnerUid, CreatedAt, StateChangedAt, Labels, ssh, LastError);
+        }
+    }
+}
+
+/// <summary>Where the host key given to clients comes from.</summary>
+public static class HostKeySources
+{
+    public const string Config = "config";
+    public const string Image = "image";
+    public const string Observed = "observed";
+    public const string None = "none";
+}
+
+/// <summary>A read-only copy of a machine's state.</summary>
+public sealed record MachineView(
+    string Id,
+    string Template,
+    MachineState State,
+    bool Manage,
+    int OwnerUid,
+    DateTimeOffset CreatedAt,
+    DateTimeOffset StateChangedAt,
+    IReadOnlyDictionary<string, string> Labels,
+    SshAccess Ssh,
+    string? LastError);
+
+/// <summary>How to reach a machine over SSH, and which host key to trust.</summary>
+/// <param name="Verified">True when the key is pinned (config or image) and readiness checks it; false when it is only what the server showed.</param>
+public sealed record SshAccess(string User, string Host, int Port, HostKey? KnownHostKey, bool Verified, string Source);

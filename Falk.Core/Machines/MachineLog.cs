@@ -1,0 +1,37 @@
+using Microsoft.Extensions.Logging;
+
+namespace Falk.Core.Machines;
+
+/// <summary>Log messages of the machine service (event ids 2000–2099). Every line names the machine.</summary>
+internal static partial class MachineLog
+{
+    [LoggerMessage(2000, LogLevel.Information, "Machine {MachineId} of template {Template} prepared (manage={Manage}, port {Port}, owner {Owner})")]
+    public static partial void Prepared(ILogger logger, string machineId, string template, bool manage, int port, int owner);
+
+    [LoggerMessage(2001, LogLevel.Information, "Machine {MachineId} is {State}")]
+    public static partial void StateChanged(ILogger logger, string machineId, string state);
+
+    [LoggerMessage(2002, LogLevel.Warning, "Machine {MachineId} failed: {Error}")]
+    public static partial void Failed(ILogger logger, string machineId, string error);
+
+    [LoggerMessage(2003, LogLevel.Information, "Machine {MachineId} deleted")]
+    public static partial void Deleted(ILogger logger, string machineId);
+
+    [LoggerMessage(2004, LogLevel.Error, "Machine {MachineId} could not be cleaned up")]
+    public static partial void CleanupFailed(ILogger logger, string machineId, Exception exception);
+
+    [LoggerMessage(2005, LogLevel.Warning, "Machine {MachineId}: SSH answers with host key {Fingerprint}, which is not verified (no key configured)")]
+    public static partial void UnverifiedHostKey(ILogger logger, string machineId, string fingerprint);
+
+    [LoggerMessage(2006, LogLevel.Information, "Machine {MachineId}: SSH ready with host key {Fingerprint}")]
+    public static partial void SshReady(ILogger logger, string machineId, string fingerprint);
+
+    [LoggerMessage(2007, LogLevel.Information, "Machine {MachineId} ended: {Description}")]
+    public static partial void Exited(ILogger logger, string machineId, string description);
+
+    [LoggerMessage(2008, LogLevel.Warning, "Preparing a machine of template {Template} failed")]
+    public static partial void PrepareFailed(ILogger logger, string template, Exception exception);
+
+    [LoggerMessage(2009, LogLevel.Information, "Shutting down: destroying {Count} machines")]
+    public static partial void DestroyingAll(ILogger logger, int count);
+}

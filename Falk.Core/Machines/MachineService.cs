@@ -1,0 +1,535 @@
+using System.Collections.Concurrent;
+using Falk.Core.Config;
+using Falk.Core.Ssh;
+using Microsoft.Extensions.Logging;
+
+namespace Falk.Core.Machines;
+
+/// <summary>What a client asks for when it creates a machine.</summary>
+public sealed record CreateMachineRequest(string Template, bool Manage, IReadOnlyDictionary<string, string> Labels);
+
+/// <summary>How much of the daemon's capacity is in use.</summary>
+public sealed record CapacityView(int Machines, int MaxMachines, int PortsInUse, int PortsTotal);
+
+/// <summary>
+/// Owns every machine: creation, the state machine, and tearing down. Safe under concurrent requests:
+/// a state check and its transition happen under the machine's lock, so of two boots one wins and the
+/// other gets <see cref="MachineStateConflictException"/>; a delete cancels whatever the machine is doing.
+/// </summary>
+public sealed class MachineService : IAsyncDisposable
+{
+    private static readonly TimeSpan RetryAfter = TimeSpan.FromSeconds(10);
+
+    private readonly FalkConfig _config;
+    private readonly Dictionary<string, IMachineBackend> _backends;
+    private readonly PortAllocator _ports;
+    private readonly SshReadiness _ssh;
+    private readonly TimeProvider _time;
+    private readonly ILogger<MachineService> _logger;
+    private readonly ConcurrentDictionary<string, Machine> _machines = new(StringComparer.Ordinal);
+    private readonly Lock _capacityLock = new();
+    private int _machineCount;
+
+    public MachineService(FalkConfig config, IEnumerable<IMachineBackend> backends, PortAllocator ports,
+        SshReadiness ssh, TimeProvider time, ILogger<MachineService> logger)
+    {
+        _config = config;
+        _backends = backends.ToDictionary(b => b.Type, StringComparer.Ordinal);
+        _ports = ports;
+        _ssh = ssh;
+        _time = time;
+        _logger = logger;
+    }
+
+    public IReadOnlyList<TemplateDefinition> Templates => _config.Templates;
+
+    public IReadOnlyCollection<string> BackendTypes => _backends.Keys;
+
+    public CapacityView Capacity
+    {
+        get
+        {
+            lock (_capacityLock)
+            {
+                return new CapacityView(_machineCount, _config.Daemon.MaxMachines, _ports.InUseCount, _ports.Range.Count);
+            }
+        }
+    }
+
+    public TemplateDefinition GetTemplate(string name)
+    {
+        if (Names.Problem(name) is { } problem)
+        {
+            throw new InvalidRequestException("template", $"template name {problem}");
+        }
+
+        return _config.Templates.FirstOrDefault(t => t.Name == name) ?? throw new TemplateNotFoundException(name);
+    }
+
+    public async Task<MachineView> CreateAsync(CreateMachineRequest request, Caller caller, CancellationToken cancellationToken)
+    {
+        var template = GetTemplate(request.Template);
+        Names.ValidateLabels(request.Labels);
+        if (request.Manage && !template.ManageSupported)
+        {
+            throw new InvalidRequestException("manage", $"template '{template.Name}' ({template.Type}) has no management mode");
+        }
+
+        if (request.Manage && !caller.IsAdmin)
+        {
+            throw new AccessDeniedException("management mode is for admins only");
+        }
+
+        var backend = _backends[template.Type];
+        var port = ReserveCapacity(template);
+        var id = Names.NewMachineId();
+        IMachineInstance instance;
+        try
+        {
+            var spec = new MachineSpec(id, template, request.Manage, port, caller.Uid, request.Labels);
+            instance = await backend.PrepareAsync(spec, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            ReleaseCapacity(port);
+            MachineLog.PrepareFailed(_logger, template.Name, e);
+            throw;
+        }
+
+        var machine = new Machine(id, template, request.Manage, caller.Uid, port, request.Labels, instance, _time.GetUtcNow());
+        _machines[id] = machine;
+        MachineLog.Prepared(_logger, id, template.Name, request.Manage, port, caller.Uid);
+        return machine.View();
+    }
+
+    public IReadOnlyList<MachineView> List(Caller caller) =>
+        _machines.Values
+            .Where(m => caller.IsAdmin || m.OwnerUid == caller.Uid)
+            .Select(m => m.View())
+            .OrderBy(m => m.CreatedAt)
+            .ToList();
+
+    public MachineView Get(string id, Caller caller) => Find(id, caller).View();
+
+    /// <summary>
+    /// Launches the machine; with <paramref name="waitForSsh"/> returns only once SSH presents a pinned host key.
+    /// The launch itself is not undone when the client goes away; a delete or stop cancels the wait.
+    /// </summary>
+    public async Task<MachineView> BootAsync(string id, Caller caller, bool waitForSsh, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var machine = Find(id, caller);
+        CancellationTokenSource boot;
+        lock (machine.Sync)
+        {
+            ThrowIfDeleting(machine);
+            if (!machine.State.CanBoot())
+            {
+                throw new MachineStateConflictException(id, machine.State, "boot", $"machine {id} is {machine.State.ToWire()}: only a prepared or stopped machine can boot");
+            }
+
+            Transition(machine, MachineState.Booting);
+            machine.LastError = null;
+            boot = CancellationTokenSource.CreateLinkedTokenSource(machine.Lifetime.Token);
+            machine.BootCancellation = boot;
+        }
+
+        try
+        {
+            await machine.Operation.WaitAsync(boot.Token).ConfigureAwait(false);
+            try
+            {
+                await machine.Instance.LaunchAsync(boot.Token).ConfigureAwait(false);
+            }
+            finally
+            {
+                machine.Operation.Release();
+            }
+
+            var exited = machine.Instance.Exited!;
+            _ = ObserveExitAsync(machine, exited);
+
+            if (waitForSsh)
+            {
+                using var wait = CancellationTokenSource.CreateLinkedTokenSource(boot.Token, cancellationToken);
+                var key = await _ssh.WaitAsync(Endpoint(machine), machine.PinnedHostKeys, timeout, exited,
+                    () => ThrowIfExited(machine, exited), wait.Token).ConfigureAwait(false);
+                lock (machine.Sync)
+                {
+                    machine.ObservedHostKey = key;
+                }
+
+                if (machine.PinnedHostKeys.Count == 0)
+                {
+                    MachineLog.UnverifiedHostKey(_logger, id, key.FingerprintSha256);
+                }
+                else
+                {
+                    MachineLog.SshReady(_logger, id, key.FingerprintSha256);
+                }
+            }
+
+            MarkRunning(machine);
+            return machine.View();
+        }
+        catch (OperationCanceledException) when (machine.Lifetime.IsCancellationRequested)
+        {
+            throw new MachineStateConflictException(id, MachineState.Stopping, "boot", $"machine {id} was deleted while booting");
+        }
+        catch (OperationCanceledException) when (boot.IsCancellationRequested)
+        {
+            throw new MachineStateConflictException(id, MachineState.Stopping, "boot", $"machine {id} was stopped while booting");
+        }
+        catch (OperationCanceledException)
+        {
+            // The client went away; the machine was launched and keeps running.
+            MarkRunning(machine);
+            throw;
+        }
+        catch (WaitTimeoutException e)
+        {
+            // Still running, just not reachable yet: the client may wait again or delete it.
+            MarkRunning(machine, e.Message);
+            throw;
+        }
+        catch (Exception e) when (e is FalkException)
+        {
+            await FailAsync(machine, e.Message).ConfigureAwait(false);
+            throw;
+        }
+        finally
+        {
+            lock (machine.Sync)
+            {
+                if (machine.BootCancellation == boot)
+                {
+                    machine.BootCancellation = null;
+                }
+            }
+
+            boot.Dispose();
+        }
+    }
+
+    /// <summary>Waits for a launched machine to stop by itself (the guest powers off, the process ends).</summary>
+    public async Task<MachineView> WaitUntilStoppedAsync(string id, Caller caller, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var machine = Find(id, caller);
+        Task<MachineExit>? exited;
+        lock (machine.Sync)
+        {
+            ThrowIfDeleting(machine);
+            if (machine.State is MachineState.Stopped or MachineState.Failed)
+            {
+                return machine.View();
+            }
+
+            exited = machine.Instance.Exited;
+            if (machine.State == MachineState.Prepared || exited is null)
+            {
+                throw new MachineStateConflictException(id, machine.State, "wait for stop", $"machine {id} is {machine.State.ToWire()}: it was never booted");
+            }
+        }
+
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(machine.Lifetime.Token, cancellationToken);
+        try
+        {
+            await exited.WaitAsync(timeout, wait.Token).ConfigureAwait(false);
+            OnExited(machine, exited);
+            return machine.View();
+        }
+        catch (TimeoutException)
+        {
+            throw new WaitTimeoutException($"machine {id} did not stop within {timeout.TotalSeconds:0.#} s");
+        }
+        catch (OperationCanceledException) when (machine.Lifetime.IsCancellationRequested)
+        {
+            throw new MachineNotFoundException(id);
+        }
+    }
+
+    /// <summary>Asks the guest to shut down, and forces it off after <paramref name="grace"/>.</summary>
+    public async Task<MachineView> StopAsync(string id, Caller caller, TimeSpan grace, CancellationToken cancellationToken)
+    {
+        var machine = Find(id, caller);
+        lock (machine.Sync)
+        {
+            ThrowIfDeleting(machine);
+            if (machine.State == MachineState.Stopped)
+            {
+                return machine.View();
+            }
+
+            if (!machine.State.CanStop())
+            {
+                throw new MachineStateConflictException(id, machine.State, "stop", $"machine {id} is {machine.State.ToWire()}: only a booting or running machine can stop");
+            }
+
+            Transition(machine, MachineState.Stopping);
+            machine.BootCancellation?.Cancel();
+        }
+
+        // The stop is finished even if the client goes away: a half-stopped machine helps nobody.
+        try
+        {
+            await machine.Operation.WaitAsync(machine.Lifetime.Token).ConfigureAwait(false);
+            try
+            {
+                await machine.Instance.StopAsync(grace, machine.Lifetime.Token).ConfigureAwait(false);
+            }
+            finally
+            {
+                machine.Operation.Release();
+            }
+        }
+        catch (OperationCanceledException) when (machine.Lifetime.IsCancellationRequested)
+        {
+            throw new MachineNotFoundException(id);
+        }
+
+        lock (machine.Sync)
+        {
+            if (machine.Deletion is null && machine.State == MachineState.Stopping)
+            {
+                Transition(machine, MachineState.Stopped);
+            }
+        }
+
+        return machine.View();
+    }
+
+    /// <summary>Stops the machine hard and removes everything made for it. Deleting an unknown id is not an error.</summary>
+    public async Task DeleteAsync(string id, Caller caller, CancellationToken cancellationToken)
+    {
+        if (!_machines.TryGetValue(id, out var machine) || !CanSee(caller, machine))
+        {
+            return;
+        }
+
+        TaskCompletionSource? ongoing = null;
+        var deletion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (machine.Sync)
+        {
+            if (machine.Deletion is not null)
+            {
+                ongoing = machine.Deletion;
+            }
+            else
+            {
+                machine.Deletion = deletion;
+            }
+        }
+
+        if (ongoing is not null)
+        {
+            await ongoing.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        // Cancel every wait on the machine, then wait for a running launch or stop to let go.
+        await machine.Lifetime.CancelAsync().ConfigureAwait(false);
+        await machine.Operation.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            await machine.Instance.KillAsync(CancellationToken.None).ConfigureAwait(false);
+            await machine.Instance.CleanupAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            MachineLog.CleanupFailed(_logger, id, e);
+            lock (machine.Sync)
+            {
+                // Keep the record (and its port) so nothing is leaked unseen; a later delete retries.
+                Transition(machine, MachineState.Failed);
+                machine.LastError = $"cleanup failed: {e.Message}";
+                machine.Deletion = null;
+            }
+
+            machine.Operation.Release();
+            var failure = new BackendOperationException($"machine {id} could not be cleaned up: {e.Message}", e);
+            deletion.TrySetException(failure);
+            throw failure;
+        }
+
+        _machines.TryRemove(id, out _);
+        ReleaseCapacity(machine.SshPort);
+        machine.Operation.Release();
+        MachineLog.Deleted(_logger, id);
+        deletion.TrySetResult();
+    }
+
+    public SshAccess GetSsh(string id, Caller caller) => Get(id, caller).Ssh;
+
+    /// <summary>Destroys every machine (daemon shutdown), in parallel.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        var machines = _machines.Keys.ToList();
+        if (machines.Count > 0)
+        {
+            MachineLog.DestroyingAll(_logger, machines.Count);
+        }
+
+        await Task.WhenAll(machines.Select(async id =>
+        {
+            try
+            {
+                await DeleteAsync(id, Caller.Daemon, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (FalkException)
+            {
+                // Logged by DeleteAsync; shutdown goes on with the others.
+            }
+        })).ConfigureAwait(false);
+    }
+
+    private Machine Find(string id, Caller caller)
+    {
+        if (Names.Problem(id) is { } problem)
+        {
+            throw new InvalidRequestException("id", $"machine id {problem}");
+        }
+
+        return _machines.TryGetValue(id, out var machine) && CanSee(caller, machine)
+            ? machine
+            : throw new MachineNotFoundException(id);
+    }
+
+    private static bool CanSee(Caller caller, Machine machine) => caller.IsAdmin || machine.OwnerUid == caller.Uid;
+
+    private static void ThrowIfDeleting(Machine machine)
+    {
+        if (machine.Deletion is not null)
+        {
+            throw new MachineNotFoundException(machine.Id);
+        }
+    }
+
+    private static SshEndpoint Endpoint(Machine machine) => new(machine.Template.SshHost, machine.SshPort, machine.Template.SshUser);
+
+    private static void ThrowIfExited(Machine machine, Task<MachineExit> exited)
+    {
+        if (exited.IsCompletedSuccessfully)
+        {
+            var exit = exited.Result;
+            throw new MachineFailedException(machine.Id, $"machine {machine.Id} ended while booting: {exit.Description}", exit.ExitCode, exit.OutputTail);
+        }
+    }
+
+    private int ReserveCapacity(TemplateDefinition template)
+    {
+        lock (_capacityLock)
+        {
+            if (_machineCount >= _config.Daemon.MaxMachines)
+            {
+                throw new CapacityExhaustedException($"all {_config.Daemon.MaxMachines} machines are in use (max_machines)", RetryAfter);
+            }
+
+            int port;
+            if (template.SshPort is { } fixedPort)
+            {
+                if (!_ports.TryReserve(fixedPort))
+                {
+                    throw new CapacityExhaustedException($"template '{template.Name}' uses the fixed ssh_port {fixedPort}, which is in use", RetryAfter);
+                }
+
+                port = fixedPort;
+            }
+            else
+            {
+                port = _ports.TryAllocate()
+                    ?? throw new CapacityExhaustedException($"no free port in vm_ports {_ports.Range}", RetryAfter);
+            }
+
+            _machineCount++;
+            return port;
+        }
+    }
+
+    private void ReleaseCapacity(int port)
+    {
+        lock (_capacityLock)
+        {
+            _ports.Release(port);
+            _machineCount--;
+        }
+    }
+
+    private void Transition(Machine machine, MachineState state)
+    {
+        machine.SetState(state, _time.GetUtcNow());
+        MachineLog.StateChanged(_logger, machine.Id, state.ToWire());
+    }
+
+    private void MarkRunning(Machine machine, string? lastError = null)
+    {
+        lock (machine.Sync)
+        {
+            if (machine.State == MachineState.Booting && machine.Deletion is null)
+            {
+                Transition(machine, MachineState.Running);
+                machine.LastError = lastError;
+            }
+        }
+    }
+
+    private async Task FailAsync(Machine machine, string error)
+    {
+        lock (machine.Sync)
+        {
+            if (machine.Deletion is not null)
+            {
+                return;
+            }
+
+            Transition(machine, MachineState.Failed);
+            machine.LastError = error;
+        }
+
+        MachineLog.Failed(_logger, machine.Id, error);
+
+        // A machine that failed to boot (or showed the wrong host key) is not left running.
+        await machine.Operation.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            await machine.Instance.KillAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        finally
+        {
+            machine.Operation.Release();
+        }
+    }
+
+    private async Task ObserveExitAsync(Machine machine, Task<MachineExit> exited)
+    {
+        await exited.ConfigureAwait(false);
+        OnExited(machine, exited);
+    }
+
+    /// <summary>The machine ended: a clean end while running is "stopped", anything else while running or booting "failed".</summary>
+    private void OnExited(Machine machine, Task<MachineExit> exited)
+    {
+        var exit = exited.Result;
+        lock (machine.Sync)
+        {
+            // An exit of an earlier launch, or of a machine being deleted, changes nothing.
+            if (machine.Deletion is not null || !ReferenceEquals(machine.Instance.Exited, exited))
+            {
+                return;
+            }
+
+            switch (machine.State)
+            {
+                case MachineState.Running when exit.ExitCode == 0:
+                    Transition(machine, MachineState.Stopped);
+                    break;
+                case MachineState.Running or MachineState.Booting:
+                    Transition(machine, MachineState.Failed);
+                    machine.LastError = $"{exit.Description}{(string.IsNullOrWhiteSpace(exit.OutputTail) ? string.Empty : "; output: " + exit.OutputTail)}";
+                    break;
+                default:
+                    return;
+            }
+        }
+
+        MachineLog.Exited(_logger, machine.Id, exit.Description);
+    }
+}

@@ -1,0 +1,216 @@
+using System.Diagnostics;
+using Falk.Core.Unix;
+
+namespace Falk.Core.Processes;
+
+/// <summary>
+/// A started process whose stdout and stderr are drained concurrently into tails. Stopping is
+/// graceful (SIGTERM to the whole tree) then forceful (SIGKILL) after a bounded wait.
+/// Disposal kills what is left; it is idempotent.
+/// </summary>
+public sealed class RunningProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Task _drain;
+    private readonly HashSet<(int Pid, long? StartTime)> _seenDescendants = [];
+    private readonly Lock _lock = new();
+
+    private RunningProcess(Process process, ProcessSpec spec)
+    {
+        _process = process;
+        Spec = spec;
+        Pid = process.Id;
+        StartTime = ProcessTree.StartTime(Pid);
+        _process.Exited += (_, _) => _exited.TrySetResult(SafeExitCode());
+        if (_process.HasExited)
+        {
+            _exited.TrySetResult(SafeExitCode());
+        }
+
+        _drain = Task.WhenAll(
+            DrainAsync(process.StandardOutput, Stdout, spec.OnOutputLine),
+            DrainAsync(process.StandardError, Stderr, spec.OnOutputLine));
+    }
+
+    public ProcessSpec Spec { get; }
+
+    public int Pid { get; }
+
+    /// <summary>Start time in clock ticks since boot, to recognise this process after a pid is reused.</summary>
+    public long? StartTime { get; }
+
+    /// <summary>Completes with the exit code (128+signal for a signal) when the process ends.</summary>
+    public Task<int> Exited => _exited.Task;
+
+    public bool HasExited => _exited.Task.IsCompleted;
+
+    public OutputTail Stdout { get; } = new();
+
+    public OutputTail Stderr { get; } = new();
+
+    /// <summary>The last lines of both streams, for error messages.</summary>
+    public string OutputTail(int lines = 20)
+    {
+        var stderr = Stderr.Tail(lines);
+        var stdout = Stdout.Tail(lines);
+        return string.IsNullOrEmpty(stdout) ? stderr : string.IsNullOrEmpty(stderr) ? stdout : stdout + "\n" + stderr;
+    }
+
+    public static RunningProcess Start(ProcessSpec spec)
+    {
+        if (spec.Command.Count == 0)
+        {
+            throw new ArgumentException("empty command", nameof(spec));
+        }
+
+        var command = spec.OwnProcessGroup ? ["setsid", .. spec.Command] : spec.Command;
+        var info = new ProcessStartInfo(command[0])
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = spec.WorkingDirectory ?? string.Empty,
+        };
+        foreach (var arg in command.Skip(1))
+        {
+            info.ArgumentList.Add(arg);
+        }
+
+        foreach (var (name, value) in spec.Environment)
+        {
+            if (value is null)
+            {
+                info.Environment.Remove(name);
+            }
+            else
+            {
+                info.Environment[name] = value;
+            }
+        }
+
+        var process = new Process { StartInfo = info, EnableRaisingEvents = true };
+        try
+        {
+            process.Start();
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            process.Dispose();
+            throw new ProcessFailedException(spec.Command, $"could not start: {e.Message}", null, string.Empty, e);
+        }
+
+        // Nothing is ever written to a machine's stdin; closing it keeps the daemon's stdin out of reach.
+        process.StandardInput.Close();
+        return new RunningProcess(process, spec);
+    }
+
+    /// <summary>Waits for the exit code; cancelling the wait does not stop the process.</summary>
+    public Task<int> WaitForExitAsync(CancellationToken cancellationToken) => _exited.Task.WaitAsync(cancellationToken);
+
+    /// <summary>Waits for both output streams to be drained (they may stay open while grandchildren live).</summary>
+    public Task WaitForOutputAsync(CancellationToken cancellationToken) => _drain.WaitAsync(cancellationToken);
+
+    /// <summary>SIGTERM to the tree, up to <paramref name="grace"/> for it to exit, then SIGKILL to whatever is left.</summary>
+    public async Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
+    {
+        if (!HasExited && grace > TimeSpan.Zero)
+        {
+            SignalTree(Native.SIGTERM);
+            try
+            {
+                await _exited.Task.WaitAsync(grace, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                // Graceful stop took too long: fall through to the kill.
+            }
+        }
+
+        await KillAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>SIGKILL to the process, its group and every descendant seen; waits for the process to be reaped.</summary>
+    public async Task KillAsync(CancellationToken cancellationToken)
+    {
+        SignalTree(Native.SIGKILL);
+        await _exited.Task.WaitAsync(TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
+    }
+
+    private void SignalTree(int signal)
+    {
+        lock (_lock)
+        {
+            if (!HasExited)
+            {
+                foreach (var child in ProcessTree.Descendants(Pid))
+                {
+                    _seenDescendants.Add((child, ProcessTree.StartTime(child)));
+                }
+
+                _ = Native.kill(Pid, signal);
+            }
+
+            if (Spec.OwnProcessGroup)
+            {
+                _ = Native.kill(-Pid, signal);
+            }
+
+            // Children that left the group (a new session per SSH login) are signalled one by one,
+            // but only while they are still the very process seen before (same start time).
+            foreach (var (child, startTime) in _seenDescendants)
+            {
+                if (startTime is not null && ProcessTree.StartTime(child) == startTime)
+                {
+                    _ = Native.kill(child, signal);
+                }
+            }
+        }
+    }
+
+    private int SafeExitCode()
+    {
+        try
+        {
+            return _process.ExitCode;
+        }
+        catch (InvalidOperationException)
+        {
+            return -1;
+        }
+    }
+
+    private static async Task DrainAsync(StreamReader reader, OutputTail tail, Action<string>? onLine)
+    {
+        try
+        {
+            while (await reader.ReadLineAsync().ConfigureAwait(false) is { } line)
+            {
+                tail.AppendLine(line);
+                onLine?.Invoke(line);
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            // The pipe closed under us when the process was disposed; the tail has what was read.
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!HasExited || Spec.OwnProcessGroup)
+        {
+            try
+            {
+                await KillAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                // Unkillable (D state); nothing more can be done from here.
+            }
+        }
+
+        _process.Dispose();
+    }
+}

@@ -1,0 +1,73 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+
+namespace Falk.Core.Unix;
+
+/// <summary>Looks up users and groups through the system's name service (getpwnam/getgrnam).</summary>
+public static class UnixAccounts
+{
+    // struct passwd { char *pw_name; char *pw_passwd; uid_t pw_uid; gid_t pw_gid; ... } on 64-bit Linux.
+    private const int PasswdUidOffset = 16;
+
+    // struct group { char *gr_name; char *gr_passwd; gid_t gr_gid; char **gr_mem; }
+    private const int GroupGidOffset = 16;
+
+    public static uint EffectiveUid => Native.geteuid();
+
+    /// <summary>A uid from a user name or a number, or null when there is no such user.</summary>
+    public static int? ResolveUser(string nameOrId)
+    {
+        if (int.TryParse(nameOrId, NumberStyles.None, CultureInfo.InvariantCulture, out var id))
+        {
+            return id;
+        }
+
+        var entry = Native.getpwnam(nameOrId);
+        return entry == IntPtr.Zero ? null : Marshal.ReadInt32(entry, PasswdUidOffset);
+    }
+
+    /// <summary>A gid from a group name or a number, or null when there is no such group.</summary>
+    public static int? ResolveGroup(string nameOrId)
+    {
+        if (int.TryParse(nameOrId, NumberStyles.None, CultureInfo.InvariantCulture, out var id))
+        {
+            return id;
+        }
+
+        var entry = Native.getgrnam(nameOrId);
+        return entry == IntPtr.Zero ? null : Marshal.ReadInt32(entry, GroupGidOffset);
+    }
+
+    /// <summary>Changes the group of a file; throws <see cref="IOException"/> naming the path on failure.</summary>
+    public static void ChangeGroup(string path, int gid)
+    {
+        if (Native.chown(path, -1, gid) != 0)
+        {
+            throw new IOException($"cannot give {path} group {gid}: {Marshal.GetLastPInvokeErrorMessage()}");
+        }
+    }
+
+    /// <summary>The supplementary and primary groups of a live process, from /proc (empty when it is gone).</summary>
+    public static IReadOnlyList<int> GroupsOfProcess(int pid)
+    {
+        try
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
+            {
+                if (line.StartsWith("Groups:", StringComparison.Ordinal))
+                {
+                    return line["Groups:".Length..]
+                        .Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)
+                        .Select(g => int.Parse(g, CultureInfo.InvariantCulture))
+                        .ToList();
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The peer went away; it has no groups to grant anything.
+        }
+
+        return [];
+    }
+}
