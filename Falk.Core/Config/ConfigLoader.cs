@@ -32,7 +32,7 @@ public static partial class ConfigLoader
         {
             throw new ConfigException([$"{fullPath}: no such file"]);
         }
-        catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is FormatException or InvalidDataException or IOException or UnauthorizedAccessException)
         {
             throw new ConfigException([$"{fullPath}: {e.Message.TrimEnd('.')}"]);
         }
@@ -40,17 +40,12 @@ public static partial class ConfigLoader
         var errors = new List<string>();
         var warnings = new List<string>();
 
-        var daemonSection = root.GetChildren().FirstOrDefault(s => string.Equals(s.Key, DaemonSection, StringComparison.OrdinalIgnoreCase));
-        if (daemonSection is null)
-        {
-            errors.Add($"{fullPath}: [{DaemonSection}]: section is missing");
-            throw new ConfigException(errors);
-        }
-
+        // An empty or absent [falk] section means all defaults (the INI reader cannot tell the two apart).
+        var daemonSection = root.GetSection(DaemonSection);
         var daemon = ReadDaemon(new SectionReader(fullPath, daemonSection, errors), warnings);
 
         var templates = new List<TemplateDefinition>();
-        foreach (var section in root.GetChildren().Where(s => !string.Equals(s.Key, daemonSection.Key, StringComparison.OrdinalIgnoreCase)))
+        foreach (var section in root.GetChildren().Where(s => !string.Equals(s.Key, DaemonSection, StringComparison.OrdinalIgnoreCase)))
         {
             if (section.Value is not null && !section.GetChildren().Any())
             {

@@ -112,12 +112,16 @@ public sealed class RunningProcess : IAsyncDisposable
     /// <summary>Waits for both output streams to be drained (they may stay open while grandchildren live).</summary>
     public Task WaitForOutputAsync(CancellationToken cancellationToken) => _drain.WaitAsync(cancellationToken);
 
-    /// <summary>SIGTERM to the tree, up to <paramref name="grace"/> for it to exit, then SIGKILL to whatever is left.</summary>
+    /// <summary>
+    /// SIGTERM to the process (and its group, when it leads one), up to <paramref name="grace"/> for it to exit,
+    /// then SIGKILL to it and every descendant seen. The graceful signal leaves other descendants to the process
+    /// itself, so a daemon gets to clean up after its children.
+    /// </summary>
     public async Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
     {
         if (!HasExited && grace > TimeSpan.Zero)
         {
-            SignalTree(Native.SIGTERM);
+            Signal(Native.SIGTERM, includeDescendants: false);
             try
             {
                 await _exited.Task.WaitAsync(grace, cancellationToken).ConfigureAwait(false);
@@ -134,16 +138,17 @@ public sealed class RunningProcess : IAsyncDisposable
     /// <summary>SIGKILL to the process, its group and every descendant seen; waits for the process to be reaped.</summary>
     public async Task KillAsync(CancellationToken cancellationToken)
     {
-        SignalTree(Native.SIGKILL);
+        Signal(Native.SIGKILL, includeDescendants: true);
         await _exited.Task.WaitAsync(TimeSpan.FromSeconds(10), cancellationToken).ConfigureAwait(false);
     }
 
-    private void SignalTree(int signal)
+    private void Signal(int signal, bool includeDescendants)
     {
         lock (_lock)
         {
             if (!HasExited)
             {
+                // Remember the tree while it still hangs together: once the parent is gone, orphans cannot be traced.
                 foreach (var child in ProcessTree.Descendants(Pid))
                 {
                     _seenDescendants.Add((child, ProcessTree.StartTime(child)));
@@ -155,6 +160,11 @@ public sealed class RunningProcess : IAsyncDisposable
             if (Spec.OwnProcessGroup)
             {
                 _ = Native.kill(-Pid, signal);
+            }
+
+            if (!includeDescendants)
+            {
+                return;
             }
 
             // Children that left the group (a new session per SSH login) are signalled one by one,

@@ -1,0 +1,147 @@
+using System.Net;
+using Falk.Core.Machines;
+using Falk.Tests.Fixtures;
+using Renci.SshNet;
+
+namespace Falk.Tests.Api;
+
+/// <summary>The whole life of a machine over HTTP on the daemon's socket, against Debian's real sshd.</summary>
+public sealed class LifecycleTests(SshdDaemonFixture fixture) : IClassFixture<SshdDaemonFixture>
+{
+    private HttpClient Client => fixture.Client;
+
+    [Fact(Timeout = 120_000)]
+    public async Task A_machine_goes_from_create_to_an_ssh_login_to_gone_leaving_nothing_behind()
+    {
+        var ct = TestContext.Current.CancellationToken;
+
+        var created = await Client.CreateAsync("sshd", ct, new Dictionary<string, string> { ["kevin.job"] = "42" });
+        var id = created["id"]!.GetValue<string>();
+        created["state"]!.GetValue<string>().Should().Be("prepared");
+        created["labels"]!["kevin.job"]!.GetValue<string>().Should().Be("42");
+        var port = created["ssh"]!["port"]!.GetValue<int>();
+
+        var booted = await Client.BootAsync(id, ct);
+        booted["state"]!.GetValue<string>().Should().Be("running");
+
+        using var sshResponse = await Client.GetAsync($"v1/machines/{id}/ssh", ct);
+        var ssh = await sshResponse.JsonAsync(ct);
+        ssh["user"]!.GetValue<string>().Should().Be(fixture.Ssh.User);
+        ssh["host"]!.GetValue<string>().Should().Be("127.0.0.1");
+        ssh["port"]!.GetValue<int>().Should().Be(port);
+        ssh["known_host_key"]!.GetValue<string>().Should().Be(fixture.Ssh.HostKey.PublicKeyLine);
+        ssh["known_host_key_verified"]!.GetValue<bool>().Should().BeTrue();
+        ssh["known_hosts_line"]!.GetValue<string>().Should().Be($"[127.0.0.1]:{port} {fixture.Ssh.HostKey.PublicKeyLine}");
+
+        // Log in as a CI job would: key auth, and only the host key the API gave.
+        var connection = new ConnectionInfo("127.0.0.1", port, fixture.Ssh.User, new PrivateKeyAuthenticationMethod(fixture.Ssh.User, new PrivateKeyFile(fixture.Ssh.ClientKeyPath)));
+        using (var client = new SshClient(connection))
+        {
+            client.HostKeyReceived += (_, e) => e.CanTrust = Convert.ToBase64String(e.HostKey) == ssh["known_host_key"]!.GetValue<string>().Split(' ')[1];
+            await client.ConnectAsync(ct);
+            using var command = client.RunCommand("echo hello-from-$(id -un)");
+            command.ExitStatus.Should().Be(0);
+            command.Result.Trim().Should().Be($"hello-from-{fixture.Ssh.User}");
+        }
+
+        ProcessTable.WithArgument(fixture.Ssh.ConfigPath).Should().NotBeEmpty();
+        await Client.DeleteMachineAsync(id, ct);
+
+        using var gone = await Client.GetAsync($"v1/machines/{id}", ct);
+        await gone.ShouldBeProblemAsync(HttpStatusCode.NotFound, "machine-not-found", ct);
+        (await Client.ListAsync(ct)).Should().NotContain(m => m!["id"]!.GetValue<string>() == id);
+        ProcessTable.WithArgument($"-p {port} ").Should().BeEmpty("the sshd and its session processes must be gone");
+        PortAllocator.IsFreeOnHost(port).Should().BeTrue();
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task Deleting_twice_and_deleting_an_unknown_machine_both_answer_204()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var id = (await Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>();
+
+        await Client.DeleteMachineAsync(id, ct);
+        await Client.DeleteMachineAsync(id, ct);
+        await Client.DeleteMachineAsync("mnosuchmachine", ct);
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task A_template_with_a_wrong_pinned_key_never_becomes_ready()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var id = (await Client.CreateAsync("sshd-wrong-key", ct))["id"]!.GetValue<string>();
+        var port = (await Client.GetAsync($"v1/machines/{id}/ssh", ct).ContinueWith(t => t.Result.JsonAsync(ct), ct).Unwrap())["port"]!.GetValue<int>();
+
+        using var response = await Client.PostAsync($"v1/machines/{id}/boot?wait=ssh&timeout=30", null, ct);
+
+        var problem = await response.ShouldBeProblemAsync(HttpStatusCode.BadGateway, "host-key-mismatch", ct);
+        problem["presented_fingerprint"]!.GetValue<string>().Should().Be(fixture.Ssh.HostKey.FingerprintSha256);
+        problem["expected_fingerprints"]!.AsArray().Should().ContainSingle().Which!.GetValue<string>().Should().StartWith("SHA256:").And.NotBe(fixture.Ssh.HostKey.FingerprintSha256);
+        problem["detail"]!.GetValue<string>().Should().Contain(fixture.Ssh.HostKey.FingerprintSha256);
+
+        using var machine = await Client.GetAsync($"v1/machines/{id}", ct);
+        var state = await machine.JsonAsync(ct);
+        state["state"]!.GetValue<string>().Should().Be("failed");
+        state["last_error"]!.GetValue<string>().Should().Contain("presented host key");
+        ProcessTable.WithArgument($"-p {port} ").Should().BeEmpty("a machine with the wrong key is not left running");
+
+        await Client.DeleteMachineAsync(id, ct);
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task Without_a_pinned_key_the_key_seen_is_returned_marked_unverified()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var id = (await Client.CreateAsync("sshd-unpinned", ct))["id"]!.GetValue<string>();
+        (await Client.GetAsync($"v1/machines/{id}/ssh", ct).ContinueWith(t => t.Result.JsonAsync(ct), ct).Unwrap())["known_host_key"].Should().BeNull();
+
+        var booted = await Client.BootAsync(id, ct);
+
+        booted["ssh"]!["known_host_key"]!.GetValue<string>().Should().Be(fixture.Ssh.HostKey.PublicKeyLine);
+        booted["ssh"]!["known_host_key_verified"]!.GetValue<bool>().Should().BeFalse();
+        booted["ssh"]!["host_key_source"]!.GetValue<string>().Should().Be("observed");
+        await Client.DeleteMachineAsync(id, ct);
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task Two_concurrent_boots_of_one_machine_one_wins_and_the_other_gets_409()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var id = (await Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>();
+
+        var boots = await Task.WhenAll(
+            Client.PostAsync($"v1/machines/{id}/boot?wait=ssh&timeout=30", null, ct),
+            Client.PostAsync($"v1/machines/{id}/boot?wait=ssh&timeout=30", null, ct));
+
+        boots.Select(r => r.StatusCode).Should().BeEquivalentTo([HttpStatusCode.OK, HttpStatusCode.Conflict]);
+        var conflict = await boots.Single(r => r.StatusCode == HttpStatusCode.Conflict).ShouldBeProblemAsync(HttpStatusCode.Conflict, "wrong-state", ct);
+        conflict["state"]!.GetValue<string>().Should().BeOneOf("booting", "running");
+        ProcessTable.WithArgument(fixture.Ssh.ConfigPath).Should().NotBeEmpty();
+        await Client.DeleteMachineAsync(id, ct);
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task A_stopped_machine_is_stopped_and_its_process_is_gone()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var created = await Client.CreateAsync("sshd", ct);
+        var id = created["id"]!.GetValue<string>();
+        var port = created["ssh"]!["port"]!.GetValue<int>();
+        await Client.BootAsync(id, ct);
+
+        using var stop = await Client.PostJsonAsync($"v1/machines/{id}/stop", new { timeout_seconds = 5 }, ct);
+        var stopped = await stop.JsonAsync(ct);
+
+        stop.StatusCode.Should().Be(HttpStatusCode.OK, stopped.ToJsonString());
+        stopped["state"]!.GetValue<string>().Should().Be("stopped");
+        ProcessTable.WithArgument($"-p {port} ").Should().BeEmpty();
+
+        using var wait = await Client.PostAsync($"v1/machines/{id}/wait?condition=stopped&timeout=5", null, ct);
+        (await wait.JsonAsync(ct))["state"]!.GetValue<string>().Should().Be("stopped");
+
+        // A stopped machine can boot again.
+        (await Client.BootAsync(id, ct))["state"]!.GetValue<string>().Should().Be("running");
+        await Client.DeleteMachineAsync(id, ct);
+        ProcessTable.WithArgument($"-p {port} ").Should().BeEmpty();
+    }
+}

@@ -1,0 +1,236 @@
+using Falk.Core.Backends;
+using Falk.Core.Backends.Custom;
+using Falk.Core.Config;
+using Falk.Tests.Fixtures;
+
+namespace Falk.Tests.Config;
+
+public sealed class ConfigLoaderTests : IDisposable
+{
+    private const string HostKeyLine = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKj4Bx1THcLfzCUjcnYG8WPZ7XGZcHnG9nV01iP8Zdhg root@vm";
+
+    private readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private string Write(string text, string name = "falk.conf")
+    {
+        var path = _dir.File(name);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    private static FalkConfig Load(string path) => ConfigLoader.Load(path, BackendModules.Descriptors);
+
+    private string[] Errors(string text)
+    {
+        var path = Write(text);
+        var act = () => Load(path);
+        return act.Should().Throw<ConfigException>().Which.Errors.ToArray();
+    }
+
+    [Fact]
+    public void An_original_falk_conf_with_all_four_machine_types_loads_unchanged()
+    {
+        File.WriteAllText(_dir.File("vm.pub"), HostKeyLine + "\n");
+        var path = Write($"""
+            # falk.conf as the original daemon read it
+            ; both comment styles
+            [falk]
+            name = falk-vm-provider
+            control_socket = /run/kevin/falk
+            control_socket_permissions = 770
+            control_socket_group = root
+            vm_ports = [7888,8000]
+
+            [debian-sid]
+            name = debian-sid
+            type = qemu
+            base_image = /srv/falk/debian-sid.qcow2
+            overlay_image = /tmp/falk-debian-sid-overlay
+            command = qemu-system-x86_64 -machine type=q35,accel=kvm -m 4G -drive file={"{IMAGENAME}"},if=virtio -netdev user,id=net0,hostfwd=tcp:127.0.0.1:{"{SSHPORT}"}-:22 -device virtio-net-pci,netdev=net0 -nographic
+            ssh_user = chantal
+            ssh_host = localhost
+            ssh_known_host_key_file = vm.pub
+
+            [arch-podman]
+            type = podman
+            base_image = localhost/arch-ssh:latest
+            command = podman run --rm -p {"{SSHPORT}"}:22 {"{BASE_IMAGE}"}
+            ssh_user = chantal
+
+            [lxd-ubuntu]
+            type = lxd
+            ssh_user = chantal
+
+            [local-sshd]
+            name = local
+            type = custom
+            prepare = /usr/bin/true
+            launch = /usr/sbin/sshd -D -e -p {"{SSHPORT}"} -f "/etc/falk/sshd config"
+            cleanup = /usr/bin/true
+            ssh_user = chantal
+            ssh_known_host_key = {HostKeyLine}
+            """);
+
+        var config = Load(path);
+
+        config.Daemon.Name.Should().Be("falk-vm-provider");
+        config.Daemon.ControlSocket.Should().Be("/run/kevin/falk");
+        config.Daemon.ControlSocketPermissions.Should().Be((UnixFileMode)Convert.ToInt32("770", 8));
+        config.Daemon.ControlSocketGroup.Should().Be("root");
+        config.Daemon.VmPorts.Should().Be(new PortRange(7888, 8000));
+        config.Templates.Should().ContainSingle().Which.Should().Match<TemplateDefinition>(t =>
+            t.Id == "local-sshd" && t.Name == "local" && t.Type == "custom" && t.SshUser == "chantal" && t.SshHost == "localhost");
+        var custom = (CustomTemplateOptions)config.Templates[0].BackendOptions;
+        custom.Launch.Should().Equal("/usr/sbin/sshd", "-D", "-e", "-p", "{SSHPORT}", "-f", "/etc/falk/sshd config");
+        config.Templates[0].KnownHostKeys.Should().ContainSingle().Which.PublicKeyLine.Should().Be(string.Join(' ', HostKeyLine.Split(' ')[..2]));
+        config.Warnings.Should().Contain(w => w.Contains("[debian-sid] type: 'qemu' machines are not supported by this build", StringComparison.Ordinal))
+            .And.Contain(w => w.Contains("[arch-podman] type: 'podman'", StringComparison.Ordinal))
+            .And.Contain(w => w.Contains("[lxd-ubuntu] type: 'lxd'", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_relative_known_host_key_file_is_read_relative_to_the_config_file()
+    {
+        Directory.CreateDirectory(_dir.File("keys"));
+        File.WriteAllText(_dir.File("keys/known_hosts"), $"# comment\n[localhost]:7888 {HostKeyLine}\n");
+        var path = Write("""
+            [falk]
+            [vm]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            ssh_known_host_key_file = keys/known_hosts
+            """);
+
+        var previous = Environment.CurrentDirectory;
+        Environment.CurrentDirectory = "/";
+        try
+        {
+            Load(path).Templates[0].KnownHostKeys.Should().ContainSingle().Which.Type.Should().Be("ssh-ed25519");
+        }
+        finally
+        {
+            Environment.CurrentDirectory = previous;
+        }
+    }
+
+    [Fact]
+    public void Defaults_apply_when_keys_are_absent()
+    {
+        var config = Load(Write("""
+            [falk]
+            [vm]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            """));
+
+        config.Daemon.VmPorts.Should().Be(new PortRange(7888, 8000));
+        config.Daemon.MaxMachines.Should().Be(113);
+        config.Templates[0].Name.Should().Be("vm");
+        config.Templates[0].SshHost.Should().Be("localhost");
+        config.Templates[0].KnownHostKeys.Should().BeEmpty();
+        config.Warnings.Should().ContainSingle(w => w.Contains("host keys will not be verified", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("vm_ports = [8000,7000]", "[falk] vm_ports: '[8000,7000]' must be two ports")]
+    [InlineData("vm_ports = 7000", "[falk] vm_ports: '7000' is not a port range")]
+    [InlineData("control_socket_permissions = 0x770", "[falk] control_socket_permissions: '0x770' is not an octal file mode")]
+    [InlineData("control_socket_permissions = 779", "[falk] control_socket_permissions: '779' is not an octal file mode")]
+    [InlineData("max_machines = lots", "[falk] max_machines: 'lots' is not a whole number")]
+    public void A_bad_daemon_key_is_one_line_naming_file_section_and_key(string line, string expected)
+    {
+        var errors = Errors($"""
+            [falk]
+            {line}
+            """);
+
+        errors.Should().ContainSingle().Which.Should().StartWith(_dir.File("falk.conf") + ": ").And.Contain(expected);
+    }
+
+    [Theory]
+    [InlineData("type = custom\nlaunch = /bin/true", "[vm] ssh_user: is required")]
+    [InlineData("ssh_user = u\nlaunch = /bin/true", "[vm] type: is required")]
+    [InlineData("type = custom\nssh_user = u", "[vm] launch: is required")]
+    [InlineData("type = vmware\nssh_user = u", "[vm] type: unknown machine type 'vmware'")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = sshd -p '{SSHPORT}", "[vm] launch: unterminated single quote")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = run {IMAGENAME}", "[vm] launch: unknown placeholder {IMAGENAME}")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_port = 70000", "[vm] ssh_port: '70000' is not a whole number from 1 to 65535")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nname = has space", "[vm] name: 'has space' may contain only")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_known_host_key = ssh-ed25519 notbase64!", "[vm] ssh_known_host_key: the ssh-ed25519 key is not valid base64")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_known_host_key_file = missing.pub", "[vm] ssh_known_host_key_file: cannot read")]
+    public void A_bad_template_key_is_one_line_naming_file_section_and_key(string body, string expected)
+    {
+        var errors = Errors($"[falk]\n[vm]\n{body}\n");
+
+        errors.Should().ContainSingle().Which.Should().Contain(expected).And.StartWith(_dir.File("falk.conf"));
+    }
+
+    [Fact]
+    public void Every_error_of_a_file_is_reported_at_once()
+    {
+        var errors = Errors("""
+            [falk]
+            vm_ports = nope
+            [a]
+            type = custom
+            launch = /bin/true
+            [b]
+            type = custom
+            ssh_user = u
+            """);
+
+        errors.Should().HaveCount(3);
+        errors.Should().AllSatisfy(e => e.Should().NotContain("\n"));
+    }
+
+    [Fact]
+    public void Two_templates_with_one_name_are_an_error()
+    {
+        var errors = Errors("""
+            [falk]
+            [a]
+            name = same
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            [b]
+            name = same
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            """);
+
+        errors.Should().ContainSingle().Which.Should().Contain("[a], [b] name: 'same' is used by more than one template");
+    }
+
+    [Fact]
+    public void A_missing_file_and_a_broken_line_are_one_line_each()
+    {
+        var missing = () => Load(_dir.File("nope.conf"));
+        missing.Should().Throw<ConfigException>().Which.Errors.Should().Equal($"{_dir.File("nope.conf")}: no such file");
+
+        Errors("[falk]\nthis is not ini\n").Should().ContainSingle().Which.Should().StartWith(_dir.File("falk.conf") + ": ");
+    }
+
+    [Fact]
+    public void Unknown_keys_are_a_warning_not_an_error()
+    {
+        var config = Load(Write("""
+            [falk]
+            colour = blue
+            [vm]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            ssh_known_host_key = ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKj4Bx1THcLfzCUjcnYG8WPZ7XGZcHnG9nV01iP8Zdhg
+            lanch = typo
+            """));
+
+        config.Warnings.Should().Contain(w => w.EndsWith("[falk] colour: unknown key, ignored", StringComparison.Ordinal))
+            .And.Contain(w => w.EndsWith("[vm] lanch: unknown key, ignored", StringComparison.Ordinal));
+    }
+}

@@ -1,0 +1,131 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using Falk.Core.Processes;
+using Falk.Core.Waiting;
+
+namespace Falk.Tests.Fixtures;
+
+/// <summary>
+/// The real falkd, started as a process on a config in a temporary folder and reached over its Unix socket.
+/// Disposal stops it (SIGTERM, then SIGKILL) and removes the folder.
+/// </summary>
+public sealed class FalkDaemon : IAsyncDisposable
+{
+    private readonly ConcurrentQueue<string> _output = new();
+
+    private FalkDaemon(TempDirectory directory, string configPath, string socketPath)
+    {
+        Directory = directory;
+        ConfigPath = configPath;
+        SocketPath = socketPath;
+        Client = UnixHttp.CreateClient(socketPath);
+    }
+
+    public TempDirectory Directory { get; }
+
+    public string ConfigPath { get; }
+
+    public string SocketPath { get; }
+
+    public HttpClient Client { get; }
+
+    public RunningProcess? Process { get; private set; }
+
+    public string Output => string.Join('\n', _output);
+
+    /// <summary>The falkd program built next to the tests.</summary>
+    public static string Executable => Path.Combine(AppContext.BaseDirectory, "falkd");
+
+    /// <summary>
+    /// Writes a config whose [falk] section points at a socket in a new temporary folder and a fresh port range,
+    /// followed by <paramref name="templates"/> (INI text), then starts falkd and waits until it answers.
+    /// </summary>
+    public static async Task<FalkDaemon> StartAsync(string templates, CancellationToken cancellationToken, string daemonExtra = "", int ports = 10)
+    {
+        var directory = new TempDirectory();
+        var socket = directory.File("falk.sock");
+        var (first, last) = TestPorts.NextRange(ports);
+        var config = directory.File("falk.conf");
+        await File.WriteAllTextAsync(config, $"""
+            [falk]
+            name = falk-test
+            control_socket = {socket}
+            control_socket_permissions = 770
+            vm_ports = [{first},{last}]
+            {daemonExtra}
+
+            {templates}
+            """, cancellationToken);
+
+        var daemon = new FalkDaemon(directory, config, socket);
+        await daemon.StartProcessAsync(cancellationToken);
+        return daemon;
+    }
+
+    /// <summary>Runs falkd with the given arguments to completion (config checks, failing starts).</summary>
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunToEndAsync(IReadOnlyList<string> args, CancellationToken cancellationToken)
+    {
+        var process = RunningProcess.Start(new ProcessSpec([Executable, .. args]));
+        await using (process)
+        {
+            var code = await process.WaitForExitAsync(cancellationToken).WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
+            await process.WaitForOutputAsync(cancellationToken);
+            return (code, process.Stdout.Tail(200), process.Stderr.Tail(200));
+        }
+    }
+
+    public async Task StartProcessAsync(CancellationToken cancellationToken)
+    {
+        var process = RunningProcess.Start(new ProcessSpec([Executable, "--config", ConfigPath])
+        {
+            OnOutputLine = _output.Enqueue,
+        });
+        Process = process;
+        await Wait.UntilAsync(
+            async ct =>
+            {
+                if (process.HasExited)
+                {
+                    throw new InvalidOperationException($"falkd exited with code {process.Exited.Result}:\n{Output}");
+                }
+
+                try
+                {
+                    using var response = await Client.GetAsync("healthz", ct);
+                    return response.IsSuccessStatusCode ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>($"healthz: {response.StatusCode}");
+                }
+                catch (HttpRequestException e) when (e.InnerException is SocketException)
+                {
+                    return ProbeOutcome.NotYet<bool>(e.Message);
+                }
+            },
+            TimeSpan.FromMilliseconds(50),
+            TimeSpan.FromSeconds(30),
+            "falkd answering on " + SocketPath,
+            cancellationToken);
+    }
+
+    /// <summary>SIGTERM, as systemd stops it; returns the exit code.</summary>
+    public async Task<int> StopAsync(CancellationToken cancellationToken)
+    {
+        if (Process is null)
+        {
+            return 0;
+        }
+
+        await Process.StopAsync(TimeSpan.FromSeconds(20), cancellationToken);
+        return await Process.Exited;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Process is not null)
+        {
+            await Process.StopAsync(TimeSpan.FromSeconds(20), CancellationToken.None);
+            await Process.DisposeAsync();
+        }
+
+        Client.Dispose();
+        Directory.Dispose();
+    }
+}

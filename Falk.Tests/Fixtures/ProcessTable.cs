@@ -1,0 +1,37 @@
+using System.Globalization;
+
+namespace Falk.Tests.Fixtures;
+
+/// <summary>Looks at the real process table, to check that nothing was left running.</summary>
+public static class ProcessTable
+{
+    /// <summary>Pids of live (non-zombie) processes whose command line contains <paramref name="fragment"/>.</summary>
+    public static IReadOnlyList<int> WithArgument(string fragment)
+    {
+        var result = new List<int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+            {
+                continue;
+            }
+
+            try
+            {
+                var cmdline = File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' ');
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                var state = stat[(stat.LastIndexOf(')') + 2)..][0];
+                if (state != 'Z' && cmdline.Contains(fragment, StringComparison.Ordinal))
+                {
+                    result.Add(pid);
+                }
+            }
+            catch (IOException)
+            {
+                // The process ended while we looked.
+            }
+        }
+
+        return result;
+    }
+}
