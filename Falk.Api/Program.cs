@@ -63,6 +63,7 @@ builder.Services.AddFalkApi(accessPolicy);
 
 var app = builder.Build();
 app.UseExceptionHandler();
+app.UseStatusCodePages();
 app.UsePeerAccess();
 app.UseSwagger();
 app.UseSwaggerUI();

@@ -53,6 +53,28 @@ internal sealed partial class FalkExceptionHandler(IProblemDetailsService proble
         });
     }
 
+    /// <summary>
+    /// Gives the framework's own error answers (no route, body too large before any handler ran, wrong media type)
+    /// Falk's problem types, so that every error a client sees has the same shape.
+    /// </summary>
+    public static void DescribeFrameworkProblem(ProblemDetailsContext context)
+    {
+        var problem = context.ProblemDetails;
+        if (problem.Type?.StartsWith(TypePrefix, StringComparison.Ordinal) == true)
+        {
+            return;
+        }
+
+        (problem.Type, problem.Title, problem.Detail) = problem.Status switch
+        {
+            StatusCodes.Status404NotFound => (TypePrefix + "not-found", "Not found", problem.Detail ?? $"no such resource: {context.HttpContext.Request.Path}"),
+            StatusCodes.Status405MethodNotAllowed => (TypePrefix + "method-not-allowed", "Method not allowed", problem.Detail ?? $"{context.HttpContext.Request.Method} is not allowed on {context.HttpContext.Request.Path}"),
+            StatusCodes.Status413PayloadTooLarge => (TypePrefix + "body-too-large", "Request body too large", problem.Detail ?? $"request bodies are limited to {FalkApiServiceCollectionExtensions.MaxRequestBodyBytes} bytes"),
+            StatusCodes.Status415UnsupportedMediaType => (TypePrefix + "unsupported-media-type", "Unsupported media type", problem.Detail ?? "send the body as application/json"),
+            _ => (TypePrefix + "bad-request", problem.Title ?? "Bad request", problem.Detail),
+        };
+    }
+
     public static int StatusOf(FalkException exception) => exception switch
     {
         InvalidRequestException => StatusCodes.Status400BadRequest,

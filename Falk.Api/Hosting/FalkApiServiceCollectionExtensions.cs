@@ -18,7 +18,7 @@ internal static class FalkApiServiceCollectionExtensions
         services.ConfigureHttpJsonOptions(options => ConfigureJson(options.SerializerOptions));
         services.Configure<Microsoft.AspNetCore.Mvc.JsonOptions>(options => ConfigureJson(options.JsonSerializerOptions));
         services.Configure<RouteHandlerOptions>(options => options.ThrowOnBadRequest = true);
-        services.AddProblemDetails();
+        services.AddProblemDetails(options => options.CustomizeProblemDetails = FalkExceptionHandler.DescribeFrameworkProblem);
         services.AddExceptionHandler<FalkExceptionHandler>();
         services.AddEndpointsApiExplorer();
         services.AddSwaggerGen(options =>

@@ -1,0 +1,185 @@
+using System.Net;
+using System.Net.Sockets;
+using Falk.Tests.Fixtures;
+
+namespace Falk.Tests.Api;
+
+/// <summary>falkd as a process: its command line, config errors, and the control socket's life.</summary>
+public sealed class DaemonTests
+{
+    private const string Template = """
+        [local]
+        type = custom
+        launch = /bin/sleep 1000
+        ssh_user = nobody
+        """;
+
+    [Fact(Timeout = 60_000)]
+    public async Task The_socket_has_the_configured_mode_before_anyone_can_connect_and_is_removed_on_SIGTERM()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var daemon = await FalkDaemon.StartAsync(Template, ct, "control_socket_group = root");
+        await using (daemon)
+        {
+            File.GetUnixFileMode(daemon.SocketPath).Should().Be((UnixFileMode)Convert.ToInt32("770", 8));
+            using (var response = await daemon.Client.GetAsync("v1/info", ct))
+            {
+                var info = await response.JsonAsync(ct);
+                info["name"]!.GetValue<string>().Should().Be("falk-test");
+                info["api_version"]!.GetValue<string>().Should().Be("v1");
+                info["backends"]!.AsArray().Select(b => b!.GetValue<string>()).Should().Contain("custom");
+            }
+
+            (await daemon.StopAsync(ct)).Should().Be(0);
+            File.Exists(daemon.SocketPath).Should().BeFalse();
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task SIGTERM_destroys_the_machines_the_daemon_started()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var marker = $"/bin/sleep {Random.Shared.Next(100_000, 999_999)}";
+        var daemon = await FalkDaemon.StartAsync(Template.Replace("/bin/sleep 1000", marker, StringComparison.Ordinal), ct);
+        await using (daemon)
+        {
+            var id = (await daemon.Client.CreateAsync("local", ct))["id"]!.GetValue<string>();
+            await daemon.Client.BootAsync(id, ct, "");
+            ProcessTable.WithArgument(marker).Should().ContainSingle();
+
+            await daemon.StopAsync(ct);
+
+            ProcessTable.WithArgument(marker).Should().BeEmpty();
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task A_stale_socket_file_is_replaced_but_a_live_daemon_is_not()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var first = await FalkDaemon.StartAsync(Template, ct);
+        await using (first)
+        {
+            // A second daemon on the same socket refuses to start and says why.
+            var (code, _, stderr) = await FalkDaemon.RunToEndAsync(["--config", first.ConfigPath], ct);
+            code.Should().Be(1);
+            stderr.Should().Contain($"another daemon is already listening on {first.SocketPath}");
+            using (var stillThere = await first.Client.GetAsync("healthz", ct))
+            {
+                stillThere.StatusCode.Should().Be(HttpStatusCode.OK);
+            }
+
+            // Kill -9 leaves a stale socket file behind; the next start replaces it.
+            await first.Process!.KillAsync(ct);
+            File.Exists(first.SocketPath).Should().BeTrue();
+            await first.StartProcessAsync(ct);
+            using var response = await first.Client.GetAsync("healthz", ct);
+            response.StatusCode.Should().Be(HttpStatusCode.OK);
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task A_config_error_is_one_line_and_the_daemon_exits_before_binding()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        using var dir = new TempDirectory();
+        var socket = dir.File("falk.sock");
+        File.WriteAllText(dir.File("falk.conf"), $"""
+            [falk]
+            control_socket = {socket}
+            vm_ports = [9000,8000]
+            [vm]
+            type = custom
+            ssh_user = u
+            launch = /bin/true
+            """);
+
+        var (code, stdout, stderr) = await FalkDaemon.RunToEndAsync(["-c", dir.File("falk.conf")], ct);
+
+        code.Should().Be(1);
+        stderr.Trim().Split('\n').Should().ContainSingle()
+            .Which.Should().Be($"falkd: error: {dir.File("falk.conf")}: [falk] vm_ports: '[9000,8000]' must be two ports from 1 to 65535, the first not above the second");
+        stdout.Should().BeEmpty();
+        File.Exists(socket).Should().BeFalse();
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task Check_config_validates_and_exits_without_binding()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        using var dir = new TempDirectory();
+        var socket = dir.File("falk.sock");
+        File.WriteAllText(dir.File("falk.conf"), $"""
+            [falk]
+            control_socket = {socket}
+            {Template}
+            [old-vm]
+            type = qemu
+            ssh_user = chantal
+            """);
+
+        var (code, stdout, stderr) = await FalkDaemon.RunToEndAsync(["--config", dir.File("falk.conf"), "--check-config"], ct);
+
+        code.Should().Be(0);
+        stdout.Should().Contain("OK").And.Contain("local (custom)");
+        stderr.Should().Contain("[old-vm] type: 'qemu' machines are not supported by this build; template skipped");
+        File.Exists(socket).Should().BeFalse();
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task Bad_arguments_and_a_missing_config_are_one_line_errors()
+    {
+        var ct = TestContext.Current.CancellationToken;
+
+        var (badCode, _, badErr) = await FalkDaemon.RunToEndAsync(["--frobnicate"], ct);
+        badCode.Should().Be(2);
+        badErr.Should().StartWith("falkd: unknown argument '--frobnicate'");
+
+        var (missingCode, _, missingErr) = await FalkDaemon.RunToEndAsync(["-c", "/nonexistent/falk.conf"], ct);
+        missingCode.Should().Be(1);
+        missingErr.Trim().Should().Be("falkd: error: /nonexistent/falk.conf: no such file");
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task A_path_that_is_not_a_socket_is_never_replaced()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        using var dir = new TempDirectory();
+        var socket = dir.File("falk.sock");
+        File.WriteAllText(socket, "precious");
+        File.WriteAllText(dir.File("falk.conf"), $"""
+            [falk]
+            control_socket = {socket}
+            {Template}
+            """);
+
+        var (code, _, stderr) = await FalkDaemon.RunToEndAsync(["-c", dir.File("falk.conf")], ct);
+
+        code.Should().Be(1);
+        stderr.Should().Contain("exists and is not a socket");
+        File.ReadAllText(socket).Should().Be("precious");
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task The_socket_directory_is_created()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        using var dir = new TempDirectory();
+        var socket = dir.File("run/falk/falk.sock");
+        File.WriteAllText(dir.File("falk.conf"), $"""
+            [falk]
+            control_socket = {socket}
+            {Template}
+            """);
+        var process = Falk.Core.Processes.RunningProcess.Start(new([FalkDaemon.Executable, "-c", dir.File("falk.conf")]));
+        await using (process)
+        {
+            await Falk.Core.Waiting.Wait.UntilAsync(
+                _ => Task.FromResult(File.Exists(socket) ? Falk.Core.Waiting.ProbeOutcome.Done(true) : Falk.Core.Waiting.ProbeOutcome.NotYet<bool>("no socket yet")),
+                TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(20), "socket", ct);
+            using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            await probe.ConnectAsync(new UnixDomainSocketEndPoint(socket), ct);
+            await process.StopAsync(TimeSpan.FromSeconds(10), ct);
+        }
+    }
+}
