@@ -171,11 +171,12 @@ public sealed class MachineService : IAsyncDisposable
             MarkRunning(machine);
             return machine.View();
         }
-        catch (OperationCanceledException) when (machine.Lifetime.IsCancellationRequested)
+        catch (Exception e) when (machine.Lifetime.IsCancellationRequested && e is OperationCanceledException or FalkException)
         {
+            // Whatever the wait saw last (a cancellation, the process killed), the cause is the delete.
             throw new MachineStateConflictException(id, MachineState.Stopping, "boot", $"machine {id} was deleted while booting");
         }
-        catch (OperationCanceledException) when (boot.IsCancellationRequested)
+        catch (Exception e) when (boot.IsCancellationRequested && e is OperationCanceledException or FalkException)
         {
             throw new MachineStateConflictException(id, MachineState.Stopping, "boot", $"machine {id} was stopped while booting");
         }

@@ -2,24 +2,11 @@ using System.Globalization;
 
 namespace Falk.Core.Unix;
 
-/// <summary>Signals whole process trees: the process group plus every descendant found in /proc.</summary>
+/// <summary>Looks at processes through /proc: descendants, start times, environment markers.</summary>
 public static class ProcessTree
 {
-    /// <summary>
-    /// Sends <paramref name="signal"/> to the process group led by <paramref name="pid"/> and to every
-    /// descendant of <paramref name="pid"/> (which may have left the group, e.g. sshd's session children).
-    /// The descendants are found before anything is signalled, while they still have their parents.
-    /// </summary>
-    public static void Signal(int pid, int signal)
-    {
-        var descendants = Descendants(pid);
-        _ = Native.kill(-pid, signal);
-        _ = Native.kill(pid, signal);
-        foreach (var child in descendants)
-        {
-            _ = Native.kill(child, signal);
-        }
-    }
+    /// <summary>SIGKILL to one process; a process already gone is fine.</summary>
+    public static void Kill(int pid) => _ = Native.kill(pid, Native.SIGKILL);
 
     /// <summary>True while the process exists (a zombie counts as gone).</summary>
     public static bool IsAlive(int pid)
@@ -30,6 +17,38 @@ public static class ProcessTree
 
     /// <summary>The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), to tell a reused pid apart.</summary>
     public static long? StartTime(int pid) => ReadStat(pid)?.StartTime;
+
+    /// <summary>
+    /// Live processes whose environment holds <paramref name="name"/>=<paramref name="value"/>. Environments are
+    /// inherited, so this finds what a command left behind even after it double-forked into its own session.
+    /// </summary>
+    public static IReadOnlyList<int> WithEnvironment(string name, string value)
+    {
+        var needle = System.Text.Encoding.UTF8.GetBytes($"{name}={value}\0");
+        var result = new List<int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) || pid == Environment.ProcessId)
+            {
+                continue;
+            }
+
+            try
+            {
+                var environ = File.ReadAllBytes(Path.Combine(dir, "environ"));
+                if (environ.AsSpan().IndexOf(needle) >= 0 && IsAlive(pid))
+                {
+                    result.Add(pid);
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Gone, or not ours to read (and so not ours to kill).
+            }
+        }
+
+        return result;
+    }
 
     /// <summary>Every live process whose ancestry leads to <paramref name="pid"/>.</summary>
     public static IReadOnlyList<int> Descendants(int pid)

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Falk.Core.Machines;
 using Falk.Core.Processes;
+using Falk.Core.Unix;
 using Microsoft.Extensions.Logging;
 
 namespace Falk.Core.Backends.Custom;
@@ -24,6 +25,9 @@ public sealed class CustomBackend(IProcessRunner runner, ILogger<CustomBackend> 
 
 internal sealed class CustomMachine(MachineSpec spec, CustomTemplateOptions options, IProcessRunner runner, ILogger logger) : IMachineInstance
 {
+    /// <summary>Set for every command of a machine, so its processes can be found wherever they went.</summary>
+    public const string MachineIdVariable = "FALK_MACHINE_ID";
+
     private RunningProcess? _launch;
     private bool _cleanedUp;
 
@@ -49,11 +53,25 @@ internal sealed class CustomMachine(MachineSpec spec, CustomTemplateOptions opti
         Exited = DescribeExitAsync(launch);
     }
 
-    public Task StopAsync(TimeSpan grace, CancellationToken cancellationToken) =>
-        _launch?.StopAsync(grace, cancellationToken) ?? Task.CompletedTask;
+    public async Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
+    {
+        if (_launch is not null)
+        {
+            await _launch.StopAsync(grace, cancellationToken).ConfigureAwait(false);
+        }
 
-    public Task KillAsync(CancellationToken cancellationToken) =>
-        _launch?.KillAsync(cancellationToken) ?? Task.CompletedTask;
+        KillStragglers();
+    }
+
+    public async Task KillAsync(CancellationToken cancellationToken)
+    {
+        if (_launch is not null)
+        {
+            await _launch.KillAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        KillStragglers();
+    }
 
     public async Task CleanupAsync(CancellationToken cancellationToken)
     {
@@ -70,6 +88,18 @@ internal sealed class CustomMachine(MachineSpec spec, CustomTemplateOptions opti
     }
 
     public string OutputTail() => _launch?.OutputTail() ?? string.Empty;
+
+    /// <summary>
+    /// Processes of this machine that escaped the launch process's tree (double-forked into a session of their own)
+    /// still carry the machine id in their environment; the original left exactly these listening on the port.
+    /// </summary>
+    private void KillStragglers()
+    {
+        foreach (var pid in ProcessTree.WithEnvironment(MachineIdVariable, spec.MachineId))
+        {
+            ProcessTree.Kill(pid);
+        }
+    }
 
     internal async Task RunStepAsync(string step, IReadOnlyList<string>? command, CancellationToken cancellationToken)
     {
@@ -99,7 +129,7 @@ internal sealed class CustomMachine(MachineSpec spec, CustomTemplateOptions opti
             {
                 ["FALK_MANAGE"] = spec.Manage ? "true" : string.Empty,
                 ["FALK_SSH_PORT"] = port,
-                ["FALK_MACHINE_ID"] = spec.MachineId,
+                [MachineIdVariable] = spec.MachineId,
             },
         };
     }
@@ -107,6 +137,16 @@ internal sealed class CustomMachine(MachineSpec spec, CustomTemplateOptions opti
     private static async Task<MachineExit> DescribeExitAsync(RunningProcess launch)
     {
         var code = await launch.Exited.ConfigureAwait(false);
+        try
+        {
+            // The last words (a panic, a usage error) are still in the pipe when the exit is reported.
+            await launch.WaitForOutputAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // A grandchild holds the pipe open; report what was read.
+        }
+
         var description = code > 128
             ? $"launch process ended by signal {code - 128} (exit code {code})"
             : $"launch process exited with code {code}";
