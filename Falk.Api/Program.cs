@@ -71,6 +71,7 @@ app.MapHealthEndpoints();
 app.MapInfoEndpoints();
 app.MapTemplateEndpoints();
 app.MapMachineEndpoints();
+app.MapSnapshotEndpoints();
 app.RemoveControlSocketOnStop(config.Daemon);
 app.LogListening(config.Daemon);
 

@@ -67,6 +67,21 @@ public static class MachineEndpoints
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict);
 
+        group.MapGet("/{id}/console", GetMachineConsole)
+            .WithName("GetMachineConsole")
+            .WithSummary("The serial console or container output; follow=true streams it until the machine stops")
+            .Produces<string>(StatusCodes.Status200OK, "text/plain")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound);
+
+        group.MapPost("/{id}/commit", CommitMachine)
+            .WithName("CommitMachine")
+            .WithSummary("Management mode only: stop the guest and publish its disk as the template's new image, atomically")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status502BadGateway);
+
         group.MapDelete("/{id}", DeleteMachine)
             .WithName("DeleteMachine")
             .WithSummary("Stop hard and clean up; deleting an unknown machine is not an error")
@@ -139,6 +154,30 @@ public static class MachineEndpoints
             : Seconds("timeout_seconds", body?.TimeoutSeconds, DefaultStopTimeoutSeconds);
         var machine = await machines.StopAsync(id, http.Caller(), grace, cancellationToken);
         return TypedResults.Ok(MachineResponse.From(machine));
+    }
+
+    /// <param name="follow">Keep the answer open and stream new output until the machine stops.</param>
+    internal static PushStreamHttpResult GetMachineConsole(string id, bool? follow, HttpContext http, MachineService machines)
+    {
+        // Look the machine up before the answer starts, so an unknown id is still a 404 problem.
+        machines.Get(id, http.Caller());
+        var caller = http.Caller();
+        return TypedResults.Stream(
+            stream => machines.CopyConsoleAsync(id, caller, stream, follow ?? false, http.RequestAborted),
+            "text/plain; charset=utf-8");
+    }
+
+    internal static async Task<Ok<CommitResponse>> CommitMachine(
+        string id,
+        [FromBody(EmptyBodyBehavior = Microsoft.AspNetCore.Mvc.ModelBinding.EmptyBodyBehavior.Allow)] CommitMachineBody? body,
+        HttpContext http,
+        MachineService machines,
+        CancellationToken cancellationToken)
+    {
+        var grace = Seconds("timeout_seconds", body?.TimeoutSeconds, DefaultStopTimeoutSeconds);
+        var caller = http.Caller();
+        var result = await machines.CommitAsync(id, caller, grace, cancellationToken);
+        return TypedResults.Ok(new CommitResponse(id, machines.Get(id, caller).Template, result.Version));
     }
 
     internal static async Task<NoContent> DeleteMachine(string id, HttpContext http, MachineService machines, CancellationToken cancellationToken)

@@ -79,8 +79,8 @@ internal sealed partial class FalkExceptionHandler(IProblemDetailsService proble
     {
         InvalidRequestException => StatusCodes.Status400BadRequest,
         AccessDeniedException => StatusCodes.Status403Forbidden,
-        TemplateNotFoundException or MachineNotFoundException => StatusCodes.Status404NotFound,
-        MachineStateConflictException => StatusCodes.Status409Conflict,
+        TemplateNotFoundException or MachineNotFoundException or SnapshotNotFoundException => StatusCodes.Status404NotFound,
+        MachineStateConflictException or ManagementConflictException or SnapshotExistsException or NotSupportedByBackendException => StatusCodes.Status409Conflict,
         CapacityExhaustedException or BackendUnavailableException => StatusCodes.Status503ServiceUnavailable,
         HostKeyMismatchException or MachineFailedException or BackendOperationException or ProcessFailedException => StatusCodes.Status502BadGateway,
         WaitTimeoutException => StatusCodes.Status504GatewayTimeout,

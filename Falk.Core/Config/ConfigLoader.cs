@@ -124,6 +124,7 @@ public static partial class ConfigLoader
             ControlSocket = socket,
             ControlSocketPermissions = permissions,
             ControlSocketGroup = reader.Text("control_socket_group"),
+            StateDirectory = reader.FilePath("state_dir") ?? options.StateDirectory,
             VmPorts = ports,
             MaxMachines = reader.Number("max_machines", 1, 10_000) ?? ports.Count,
             AllowedUsers = reader.List("allowed_users"),

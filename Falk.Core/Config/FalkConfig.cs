@@ -18,6 +18,9 @@ public sealed record DaemonOptions
 
     public string ControlSocket { get; init; } = "/run/falk/falk.sock";
 
+    /// <summary>Where Falk keeps what it makes per machine (sockets, console logs, overlays) and its own state.</summary>
+    public string StateDirectory { get; init; } = "/var/lib/falk";
+
     public UnixFileMode ControlSocketPermissions { get; init; } =
         UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
 

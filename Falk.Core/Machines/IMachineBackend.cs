@@ -4,13 +4,29 @@ using Falk.Core.Ssh;
 namespace Falk.Core.Machines;
 
 /// <summary>Everything a backend is told about a machine it is asked to prepare.</summary>
+/// <param name="WorkDirectory">
+/// A folder of the machine's own under <c>state_dir</c>, made before prepare and removed after cleanup:
+/// the place for sockets, pid files, the console log and per-run files.
+/// </param>
 public sealed record MachineSpec(
     string MachineId,
     TemplateDefinition Template,
     bool Manage,
     int SshPort,
     int OwnerUid,
-    IReadOnlyDictionary<string, string> Labels);
+    IReadOnlyDictionary<string, string> Labels,
+    string WorkDirectory)
+{
+    /// <summary>Where backends that write a console log (serial port, launch output) put it.</summary>
+    public string ConsoleLogPath => Path.Combine(WorkDirectory, "console.log");
+}
+
+/// <summary>A point-in-time snapshot of a machine.</summary>
+/// <param name="IncludesMemory">True for a live snapshot that also holds the running guest's memory.</param>
+public sealed record SnapshotInfo(string Name, DateTimeOffset CreatedAt, long? SizeBytes, bool IncludesMemory);
+
+/// <summary>What a commit published: the template's new image version.</summary>
+public sealed record CommitResult(string Version);
 
 /// <summary>How a launched machine ended.</summary>
 public sealed record MachineExit(int? ExitCode, string Description, string OutputTail);
@@ -51,4 +67,32 @@ public interface IMachineInstance
 
     /// <summary>The last lines of the machine's output, for error messages.</summary>
     string OutputTail();
+
+    /// <summary>
+    /// Writes the console (serial log, container output) to <paramref name="destination"/>. With
+    /// <paramref name="follow"/> it keeps writing new output until the machine stops or the token is cancelled.
+    /// </summary>
+    Task CopyConsoleAsync(Stream destination, bool follow, CancellationToken cancellationToken);
+}
+
+/// <summary>A machine whose state can be saved and brought back. The service calls it with the machine's operation lock held.</summary>
+public interface ISnapshotSupport
+{
+    /// <summary>Saves the machine as <paramref name="name"/> (live, with memory, if it runs and the backend can).</summary>
+    Task<SnapshotInfo> CreateSnapshotAsync(string name, CancellationToken cancellationToken);
+
+    Task<IReadOnlyList<SnapshotInfo>> ListSnapshotsAsync(CancellationToken cancellationToken);
+
+    /// <summary>Brings the machine back to <paramref name="name"/>, keeping its id and SSH port.</summary>
+    Task RestoreSnapshotAsync(string name, CancellationToken cancellationToken);
+}
+
+/// <summary>A management machine whose disk can become the template's new image.</summary>
+public interface ICommitSupport
+{
+    /// <summary>
+    /// Publishes the (stopped) machine's disk as the template's new image version and switches the template to it
+    /// atomically. A failure or crash part way leaves the previous version in force.
+    /// </summary>
+    Task<CommitResult> CommitAsync(CancellationToken cancellationToken);
 }

@@ -11,8 +11,9 @@ namespace Falk.Core.Machines;
 public sealed class Machine
 {
     internal Machine(string id, TemplateDefinition template, bool manage, int ownerUid, int sshPort,
-        IReadOnlyDictionary<string, string> labels, IMachineInstance instance, DateTimeOffset createdAt)
+        IReadOnlyDictionary<string, string> labels, IMachineInstance instance, string workDirectory, DateTimeOffset createdAt)
     {
+        WorkDirectory = workDirectory;
         Id = id;
         Template = template;
         Manage = manage;
@@ -43,6 +44,8 @@ public sealed class Machine
     public DateTimeOffset CreatedAt { get; }
 
     internal IMachineInstance Instance { get; }
+
+    internal string WorkDirectory { get; }
 
     /// <summary>The keys the SSH server must present: learned by the backend, else the template's.</summary>
     internal IReadOnlyList<HostKey> PinnedHostKeys { get; }

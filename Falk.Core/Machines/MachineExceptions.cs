@@ -87,3 +87,30 @@ public sealed class BackendUnavailableException(string message, TimeSpan retryAf
     public TimeSpan RetryAfter { get; } = retryAfter;
     public override string Title => "Backend unavailable";
 }
+
+public sealed class SnapshotNotFoundException(string machineId, string snapshot)
+    : FalkException("snapshot-not-found", $"machine {machineId} has no snapshot named '{snapshot}'")
+{
+    public override string Title => "Unknown snapshot";
+}
+
+/// <summary>The machine's backend cannot do this at all (e.g. snapshots of a custom machine).</summary>
+public sealed class NotSupportedByBackendException(string machineId, string backend, string operation)
+    : FalkException("not-supported", $"machine {machineId} is a {backend} machine, which cannot {operation}")
+{
+    public override string Title => "Not supported by this backend";
+}
+
+/// <summary>A second management machine for a template, or a commit of a machine that is not one.</summary>
+public sealed class ManagementConflictException(string message)
+    : FalkException("management-conflict", message)
+{
+    public override string Title => "Management session conflict";
+}
+
+/// <summary>A snapshot name that is already taken.</summary>
+public sealed class SnapshotExistsException(string machineId, string snapshot)
+    : FalkException("snapshot-exists", $"machine {machineId} already has a snapshot named '{snapshot}'")
+{
+    public override string Title => "Snapshot exists";
+}

@@ -32,6 +32,15 @@ internal static partial class MachineLog
     [LoggerMessage(2008, LogLevel.Warning, "Preparing a machine of template {Template} failed")]
     public static partial void PrepareFailed(ILogger logger, string template, Exception exception);
 
+    [LoggerMessage(2010, LogLevel.Information, "Machine {MachineId}: snapshot {Snapshot} taken")]
+    public static partial void SnapshotTaken(ILogger logger, string machineId, string snapshot);
+
+    [LoggerMessage(2011, LogLevel.Information, "Machine {MachineId}: snapshot {Snapshot} restored")]
+    public static partial void SnapshotRestored(ILogger logger, string machineId, string snapshot);
+
+    [LoggerMessage(2012, LogLevel.Information, "Machine {MachineId}: committed as version {Version} of template {Template}")]
+    public static partial void Committed(ILogger logger, string machineId, string template, string version);
+
     [LoggerMessage(2009, LogLevel.Information, "Shutting down: destroying {Count} machines")]
     public static partial void DestroyingAll(ILogger logger, int count);
 }

@@ -28,6 +28,7 @@ public sealed class MachineService : IAsyncDisposable
     private readonly ILogger<MachineService> _logger;
     private readonly ConcurrentDictionary<string, Machine> _machines = new(StringComparer.Ordinal);
     private readonly Lock _capacityLock = new();
+    private readonly Dictionary<string, string> _managementByTemplate = new(StringComparer.Ordinal);
     private int _machineCount;
 
     public MachineService(FalkConfig config, IEnumerable<IMachineBackend> backends, PortAllocator ports,
@@ -81,22 +82,41 @@ public sealed class MachineService : IAsyncDisposable
         }
 
         var backend = _backends[template.Type];
-        var port = ReserveCapacity(template);
         var id = Names.NewMachineId();
+        if (request.Manage)
+        {
+            ClaimManagement(template, id);
+        }
+
+        int port;
+        try
+        {
+            port = ReserveCapacity(template);
+        }
+        catch
+        {
+            ReleaseManagement(template, id);
+            throw;
+        }
+
+        var workDirectory = Path.Combine(_config.Daemon.StateDirectory, "machines", id);
         IMachineInstance instance;
         try
         {
-            var spec = new MachineSpec(id, template, request.Manage, port, caller.Uid, request.Labels);
+            Directory.CreateDirectory(workDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            var spec = new MachineSpec(id, template, request.Manage, port, caller.Uid, request.Labels, workDirectory);
             instance = await backend.PrepareAsync(spec, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e)
         {
             ReleaseCapacity(port);
+            ReleaseManagement(template, id);
+            RemoveWorkDirectory(workDirectory);
             MachineLog.PrepareFailed(_logger, template.Name, e);
             throw;
         }
 
-        var machine = new Machine(id, template, request.Manage, caller.Uid, port, request.Labels, instance, _time.GetUtcNow());
+        var machine = new Machine(id, template, request.Manage, caller.Uid, port, request.Labels, instance, workDirectory, _time.GetUtcNow());
         _machines[id] = machine;
         MachineLog.Prepared(_logger, id, template.Name, request.Manage, port, caller.Uid);
         return machine.View();
@@ -352,6 +372,8 @@ public sealed class MachineService : IAsyncDisposable
         }
 
         _machines.TryRemove(id, out _);
+        RemoveWorkDirectory(machine.WorkDirectory);
+        ReleaseManagement(machine.Template, id);
         ReleaseCapacity(machine.SshPort);
         machine.Operation.Release();
         MachineLog.Deleted(_logger, id);
@@ -359,6 +381,103 @@ public sealed class MachineService : IAsyncDisposable
     }
 
     public SshAccess GetSsh(string id, Caller caller) => Get(id, caller).Ssh;
+
+    /// <summary>Writes the machine's console to <paramref name="destination"/>; with follow, until the machine stops.</summary>
+    public async Task CopyConsoleAsync(string id, Caller caller, Stream destination, bool follow, CancellationToken cancellationToken)
+    {
+        var machine = Find(id, caller);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(machine.Lifetime.Token, cancellationToken);
+        try
+        {
+            await machine.Instance.CopyConsoleAsync(destination, follow, linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (machine.Lifetime.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            // The machine was deleted while its console was followed: that ends the stream.
+        }
+    }
+
+    public async Task<SnapshotInfo> CreateSnapshotAsync(string id, Caller caller, string name, CancellationToken cancellationToken)
+    {
+        ValidateSnapshotName(name);
+        return await WithSnapshotsAsync(id, caller, "take snapshots", async (machine, snapshots) =>
+        {
+            var existing = await snapshots.ListSnapshotsAsync(cancellationToken).ConfigureAwait(false);
+            if (existing.Any(s => s.Name == name))
+            {
+                throw new SnapshotExistsException(machine.Id, name);
+            }
+
+            var snapshot = await snapshots.CreateSnapshotAsync(name, cancellationToken).ConfigureAwait(false);
+            MachineLog.SnapshotTaken(_logger, machine.Id, name);
+            return snapshot;
+        }).ConfigureAwait(false);
+    }
+
+    public Task<IReadOnlyList<SnapshotInfo>> ListSnapshotsAsync(string id, Caller caller, CancellationToken cancellationToken) =>
+        WithSnapshotsAsync(id, caller, "take snapshots", (_, snapshots) => snapshots.ListSnapshotsAsync(cancellationToken));
+
+    public async Task<MachineView> RestoreSnapshotAsync(string id, Caller caller, string name, CancellationToken cancellationToken)
+    {
+        ValidateSnapshotName(name);
+        return await WithSnapshotsAsync(id, caller, "restore snapshots", async (machine, snapshots) =>
+        {
+            var existing = await snapshots.ListSnapshotsAsync(cancellationToken).ConfigureAwait(false);
+            if (existing.All(s => s.Name != name))
+            {
+                throw new SnapshotNotFoundException(machine.Id, name);
+            }
+
+            await snapshots.RestoreSnapshotAsync(name, cancellationToken).ConfigureAwait(false);
+            MachineLog.SnapshotRestored(_logger, machine.Id, name);
+            return machine.View();
+        }).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Publishes a management machine's disk as its template's new image. A running guest is first asked to shut
+    /// down (forced after <paramref name="grace"/>); the machine stays, stopped, until it is deleted.
+    /// </summary>
+    public async Task<CommitResult> CommitAsync(string id, Caller caller, TimeSpan grace, CancellationToken cancellationToken)
+    {
+        var machine = Find(id, caller);
+        if (!machine.Manage)
+        {
+            throw new ManagementConflictException($"machine {id} is not a management machine: only those can be committed");
+        }
+
+        if (machine.Instance is not ICommitSupport commits)
+        {
+            throw new NotSupportedByBackendException(id, machine.Template.Type, "commit");
+        }
+
+        lock (machine.Sync)
+        {
+            ThrowIfDeleting(machine);
+            if (machine.State is MachineState.Booting or MachineState.Stopping)
+            {
+                throw new MachineStateConflictException(id, machine.State, "commit", $"machine {id} is {machine.State.ToWire()}: wait until it is running or stopped");
+            }
+        }
+
+        if (machine.State == MachineState.Running)
+        {
+            await StopAsync(id, caller, grace, cancellationToken).ConfigureAwait(false);
+        }
+
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(machine.Lifetime.Token, cancellationToken);
+        await machine.Operation.WaitAsync(linked.Token).ConfigureAwait(false);
+        try
+        {
+            var result = await commits.CommitAsync(linked.Token).ConfigureAwait(false);
+            MachineLog.Committed(_logger, id, machine.Template.Name, result.Version);
+            return result;
+        }
+        finally
+        {
+            machine.Operation.Release();
+        }
+    }
 
     /// <summary>Destroys every machine (daemon shutdown), in parallel.</summary>
     public async ValueTask DisposeAsync()
@@ -392,6 +511,75 @@ public sealed class MachineService : IAsyncDisposable
         return _machines.TryGetValue(id, out var machine) && CanSee(caller, machine)
             ? machine
             : throw new MachineNotFoundException(id);
+    }
+
+    private async Task<T> WithSnapshotsAsync<T>(string id, Caller caller, string operation, Func<Machine, ISnapshotSupport, Task<T>> action)
+    {
+        var machine = Find(id, caller);
+        if (machine.Instance is not ISnapshotSupport snapshots)
+        {
+            throw new NotSupportedByBackendException(id, machine.Template.Type, operation);
+        }
+
+        lock (machine.Sync)
+        {
+            ThrowIfDeleting(machine);
+            if (machine.State is MachineState.Booting or MachineState.Stopping or MachineState.Failed)
+            {
+                throw new MachineStateConflictException(id, machine.State, operation);
+            }
+        }
+
+        await machine.Operation.WaitAsync(machine.Lifetime.Token).ConfigureAwait(false);
+        try
+        {
+            return await action(machine, snapshots).ConfigureAwait(false);
+        }
+        finally
+        {
+            machine.Operation.Release();
+        }
+    }
+
+    private static void ValidateSnapshotName(string name)
+    {
+        if (Names.Problem(name) is { } problem)
+        {
+            throw new InvalidRequestException("name", $"snapshot name {problem}");
+        }
+    }
+
+    /// <summary>One management machine per template: a second one would edit the same image.</summary>
+    private void ClaimManagement(TemplateDefinition template, string machineId)
+    {
+        lock (_capacityLock)
+        {
+            if (_managementByTemplate.TryGetValue(template.Name, out var holder))
+            {
+                throw new ManagementConflictException($"template '{template.Name}' already has a management machine ({holder}); delete it first");
+            }
+
+            _managementByTemplate[template.Name] = machineId;
+        }
+    }
+
+    private void ReleaseManagement(TemplateDefinition template, string machineId)
+    {
+        lock (_capacityLock)
+        {
+            if (_managementByTemplate.TryGetValue(template.Name, out var holder) && holder == machineId)
+            {
+                _managementByTemplate.Remove(template.Name);
+            }
+        }
+    }
+
+    private static void RemoveWorkDirectory(string path)
+    {
+        if (Directory.Exists(path))
+        {
+            Directory.Delete(path, recursive: true);
+        }
     }
 
     private static bool CanSee(Caller caller, Machine machine) => caller.IsAdmin || machine.OwnerUid == caller.Uid;

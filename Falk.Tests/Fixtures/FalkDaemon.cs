@@ -52,6 +52,7 @@ public sealed class FalkDaemon : IAsyncDisposable
             control_socket = {socket}
             control_socket_permissions = 770
             vm_ports = [{first},{last}]
+            state_dir = {directory.File("state")}
             {daemonExtra}
 
             {templates}

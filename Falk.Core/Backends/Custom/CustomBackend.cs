@@ -28,7 +28,9 @@ internal sealed class CustomMachine(MachineSpec spec, CustomTemplateOptions opti
     /// <summary>Set for every command of a machine, so its processes can be found wherever they went.</summary>
     public const string MachineIdVariable = "FALK_MACHINE_ID";
 
+    private readonly Lock _consoleLock = new();
     private RunningProcess? _launch;
+    private StreamWriter? _console;
     private bool _cleanedUp;
 
     public CustomTemplateOptions Options { get; } = options;
@@ -42,10 +44,15 @@ internal sealed class CustomMachine(MachineSpec spec, CustomTemplateOptions opti
             await _launch.DisposeAsync().ConfigureAwait(false);
         }
 
+        lock (_consoleLock)
+        {
+            _console ??= new StreamWriter(new FileStream(spec.ConsoleLogPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite)) { AutoFlush = true };
+        }
+
         var processSpec = Spec(Options.Launch) with
         {
             OwnProcessGroup = true,
-            OnOutputLine = line => CustomLog.Output(logger, spec.MachineId, line),
+            OnOutputLine = WriteConsole,
         };
         var launch = runner.Start(processSpec);
         _launch = launch;
@@ -80,6 +87,12 @@ internal sealed class CustomMachine(MachineSpec spec, CustomTemplateOptions opti
             await _launch.DisposeAsync().ConfigureAwait(false);
         }
 
+        lock (_consoleLock)
+        {
+            _console?.Dispose();
+            _console = null;
+        }
+
         if (!_cleanedUp)
         {
             await RunStepAsync("cleanup", Options.Cleanup, cancellationToken).ConfigureAwait(false);
@@ -88,6 +101,19 @@ internal sealed class CustomMachine(MachineSpec spec, CustomTemplateOptions opti
     }
 
     public string OutputTail() => _launch?.OutputTail() ?? string.Empty;
+
+    /// <summary>The launch command's stdout and stderr, as written to the machine's console log.</summary>
+    public Task CopyConsoleAsync(Stream destination, bool follow, CancellationToken cancellationToken) =>
+        ConsoleLog.CopyAsync(spec.ConsoleLogPath, destination, follow, Exited, cancellationToken);
+
+    private void WriteConsole(string line)
+    {
+        CustomLog.Output(logger, spec.MachineId, line);
+        lock (_consoleLock)
+        {
+            _console?.WriteLine(line);
+        }
+    }
 
     /// <summary>
     /// Processes of this machine that escaped the launch process's tree (double-forked into a session of their own)

@@ -254,4 +254,65 @@ public sealed class CustomBackendTests
                 .Should().Contain("no free port");
         }
     }
+
+    [Fact(Timeout = 60_000)]
+    public async Task The_console_is_the_launch_output_and_follow_streams_until_the_machine_stops()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var daemon = await FalkDaemon.StartAsync("""
+            [talker]
+            type = custom
+            launch = /bin/sh -c 'echo first; sleep 1; echo second >&2; sleep 1; echo third'
+            ssh_user = nobody
+            """, ct);
+        await using (daemon)
+        {
+            var id = (await daemon.Client.CreateAsync("talker", ct))["id"]!.GetValue<string>();
+            await daemon.Client.BootAsync(id, ct, "");
+
+            var followed = await daemon.Client.GetStringAsync($"v1/machines/{id}/console?follow=true", ct);
+
+            followed.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().Equal("first", "second", "third");
+            (await daemon.Client.GetStringAsync($"v1/machines/{id}/console", ct)).Should().Be(followed);
+            using var machine = await daemon.Client.GetAsync($"v1/machines/{id}", ct);
+            (await machine.JsonAsync(ct))["state"]!.GetValue<string>().Should().Be("stopped");
+            await daemon.Client.DeleteMachineAsync(id, ct);
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task One_management_machine_per_template_and_custom_machines_have_no_snapshots_or_commit()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var daemon = await FalkDaemon.StartAsync("""
+            [plain]
+            type = custom
+            launch = /bin/sleep 1000
+            ssh_user = nobody
+            """, ct);
+        await using (daemon)
+        {
+            using var first = await daemon.Client.PostJsonAsync("v1/machines", new { template = "plain", manage = true }, ct);
+            var managed = await first.JsonAsync(ct);
+            first.StatusCode.Should().Be(HttpStatusCode.Created);
+            var id = managed["id"]!.GetValue<string>();
+
+            using var second = await daemon.Client.PostJsonAsync("v1/machines", new { template = "plain", manage = true }, ct);
+            (await second.ShouldBeProblemAsync(HttpStatusCode.Conflict, "management-conflict", ct))["detail"]!.GetValue<string>().Should().Contain(id);
+
+            using var snapshot = await daemon.Client.PostJsonAsync($"v1/machines/{id}/snapshots", new { name = "s1" }, ct);
+            await snapshot.ShouldBeProblemAsync(HttpStatusCode.Conflict, "not-supported", ct);
+            using var commit = await daemon.Client.PostAsync($"v1/machines/{id}/commit", null, ct);
+            await commit.ShouldBeProblemAsync(HttpStatusCode.Conflict, "not-supported", ct);
+
+            var volatileId = (await daemon.Client.CreateAsync("plain", ct))["id"]!.GetValue<string>();
+            using var volatileCommit = await daemon.Client.PostAsync($"v1/machines/{volatileId}/commit", null, ct);
+            await volatileCommit.ShouldBeProblemAsync(HttpStatusCode.Conflict, "management-conflict", ct);
+
+            // Deleting the management machine frees the template for the next one.
+            await daemon.Client.DeleteMachineAsync(id, ct);
+            using var third = await daemon.Client.PostJsonAsync("v1/machines", new { template = "plain", manage = true }, ct);
+            third.StatusCode.Should().Be(HttpStatusCode.Created);
+        }
+    }
 }
