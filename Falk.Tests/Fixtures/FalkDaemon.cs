@@ -1,7 +1,5 @@
 using System.Collections.Concurrent;
-using System.Net.Sockets;
 using Falk.Core.Processes;
-using Falk.Core.Waiting;
 
 namespace Falk.Tests.Fixtures;
 
@@ -34,7 +32,7 @@ public sealed class FalkDaemon : IAsyncDisposable
     public string Output => string.Join('\n', _output);
 
     /// <summary>The falkd program built next to the tests.</summary>
-    public static string Executable => Path.Combine(AppContext.BaseDirectory, "falkd");
+    public static string Executable => Falk.Client.LocalFalkd.Executable;
 
     /// <summary>
     /// Writes a config whose [falk] section points at a socket in a new temporary folder and a fresh port range,
@@ -75,36 +73,8 @@ public sealed class FalkDaemon : IAsyncDisposable
         }
     }
 
-    public async Task StartProcessAsync(CancellationToken cancellationToken)
-    {
-        var process = RunningProcess.Start(new ProcessSpec([Executable, "--config", ConfigPath])
-        {
-            OnOutputLine = _output.Enqueue,
-        });
-        Process = process;
-        await Wait.UntilAsync(
-            async ct =>
-            {
-                if (process.HasExited)
-                {
-                    throw new InvalidOperationException($"falkd exited with code {process.Exited.Result}:\n{Output}");
-                }
-
-                try
-                {
-                    using var response = await Client.GetAsync("healthz", ct);
-                    return response.IsSuccessStatusCode ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>($"healthz: {response.StatusCode}");
-                }
-                catch (HttpRequestException e) when (e.InnerException is SocketException)
-                {
-                    return ProbeOutcome.NotYet<bool>(e.Message);
-                }
-            },
-            TimeSpan.FromMilliseconds(50),
-            TimeSpan.FromSeconds(30),
-            "falkd answering on " + SocketPath,
-            cancellationToken);
-    }
+    public async Task StartProcessAsync(CancellationToken cancellationToken) =>
+        Process = await Falk.Client.LocalFalkd.StartAsync(ConfigPath, Client, _output.Enqueue, cancellationToken);
 
     /// <summary>SIGTERM, as systemd stops it; returns the exit code.</summary>
     public async Task<int> StopAsync(CancellationToken cancellationToken)

@@ -1,35 +1,13 @@
 using System.Net.Http.Json;
-using System.Net.Sockets;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace Falk.Tests.Fixtures;
 
-/// <summary>An HttpClient that talks HTTP/1.1 over a Unix domain socket, as the CI's client and curl --unix-socket do.</summary>
+/// <summary>Helpers for talking JSON to the daemon in tests.</summary>
 public static class UnixHttp
 {
-    public static HttpClient CreateClient(string socketPath) =>
-        new(new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, cancellationToken) =>
-            {
-                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                try
-                {
-                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancellationToken);
-                    return new NetworkStream(socket, ownsSocket: true);
-                }
-                catch
-                {
-                    socket.Dispose();
-                    throw;
-                }
-            },
-        })
-        {
-            BaseAddress = new Uri("http://falk/"),
-            Timeout = TimeSpan.FromMinutes(3),
-        };
+    public static HttpClient CreateClient(string socketPath) => Falk.Client.FalkHttp.CreateClient(socketPath, TimeSpan.FromMinutes(3));
 
     public static async Task<JsonNode> JsonAsync(this HttpResponseMessage response, CancellationToken cancellationToken) =>
         JsonNode.Parse(await response.Content.ReadAsStringAsync(cancellationToken))

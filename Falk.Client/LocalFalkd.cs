@@ -1,0 +1,49 @@
+using System.Net.Sockets;
+using Falk.Core.Processes;
+using Falk.Core.Waiting;
+
+namespace Falk.Client;
+
+/// <summary>Starts a falkd of this build on a config and waits until it answers (tests and benchmarks).</summary>
+public static class LocalFalkd
+{
+    /// <summary>The falkd program copied next to the calling program by its project reference.</summary>
+    public static string Executable => Path.Combine(AppContext.BaseDirectory, "falkd");
+
+    /// <summary>Starts falkd and waits until <c>/healthz</c> answers on <paramref name="client"/>; the caller owns the process.</summary>
+    public static async Task<RunningProcess> StartAsync(string configPath, HttpClient client, Action<string>? onOutput, CancellationToken cancellationToken)
+    {
+        var process = RunningProcess.Start(new ProcessSpec([Executable, "--config", configPath]) { OnOutputLine = onOutput });
+        try
+        {
+            await Wait.UntilAsync(
+                async ct =>
+                {
+                    if (process.HasExited)
+                    {
+                        throw new InvalidOperationException($"falkd exited with code {process.Exited.Result}: {process.OutputTail()}");
+                    }
+
+                    try
+                    {
+                        using var response = await client.GetAsync("healthz", ct).ConfigureAwait(false);
+                        return response.IsSuccessStatusCode ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>($"healthz: {response.StatusCode}");
+                    }
+                    catch (HttpRequestException e) when (e.InnerException is SocketException)
+                    {
+                        return ProbeOutcome.NotYet<bool>(e.Message);
+                    }
+                },
+                TimeSpan.FromMilliseconds(50),
+                TimeSpan.FromSeconds(30),
+                "falkd answering",
+                cancellationToken).ConfigureAwait(false);
+            return process;
+        }
+        catch
+        {
+            await process.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+}
