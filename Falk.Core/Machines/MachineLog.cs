@@ -41,6 +41,9 @@ internal static partial class MachineLog
     [LoggerMessage(2012, LogLevel.Information, "Machine {MachineId}: committed as version {Version} of template {Template}")]
     public static partial void Committed(ILogger logger, string machineId, string template, string version);
 
+    [LoggerMessage(2013, LogLevel.Warning, "Machine {MachineId}: lease expired at {ExpiredAt:O}; destroying it")]
+    public static partial void LeaseExpired(ILogger logger, string machineId, DateTimeOffset expiredAt);
+
     [LoggerMessage(2009, LogLevel.Information, "Shutting down: destroying {Count} machines")]
     public static partial void DestroyingAll(ILogger logger, int count);
 }

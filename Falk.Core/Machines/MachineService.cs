@@ -6,7 +6,9 @@ using Microsoft.Extensions.Logging;
 namespace Falk.Core.Machines;
 
 /// <summary>What a client asks for when it creates a machine.</summary>
-public sealed record CreateMachineRequest(string Template, bool Manage, IReadOnlyDictionary<string, string> Labels);
+/// <param name="LeaseSeconds">How long the machine may live without a renewal; null for the configured default.</param>
+/// <param name="IdempotencyKey">A client's key for this create: a retry with the same key gets the same machine.</param>
+public sealed record CreateMachineRequest(string Template, bool Manage, IReadOnlyDictionary<string, string> Labels, int? LeaseSeconds = null, string? IdempotencyKey = null);
 
 /// <summary>How much of the daemon's capacity is in use.</summary>
 public sealed record CapacityView(int Machines, int MaxMachines, int PortsInUse, int PortsTotal);
@@ -26,14 +28,19 @@ public sealed class MachineService : IAsyncDisposable
     private readonly SshReadiness _ssh;
     private readonly TimeProvider _time;
     private readonly ILogger<MachineService> _logger;
+    private readonly MachineEvents _events;
+    private readonly ConcurrentDictionary<(int Owner, string Key), Lazy<Task<MachineView>>> _idempotentCreates = new();
     private readonly ConcurrentDictionary<string, Machine> _machines = new(StringComparer.Ordinal);
     private readonly Lock _capacityLock = new();
     private readonly Dictionary<string, string> _managementByTemplate = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _machinesByTemplate = new(StringComparer.Ordinal);
+    private readonly Dictionary<int, int> _machinesByOwner = [];
     private int _machineCount;
 
     public MachineService(FalkConfig config, IEnumerable<IMachineBackend> backends, PortAllocator ports,
-        SshReadiness ssh, TimeProvider time, ILogger<MachineService> logger)
+        SshReadiness ssh, MachineEvents events, TimeProvider time, ILogger<MachineService> logger)
     {
+        _events = events;
         _config = config;
         _backends = backends.ToDictionary(b => b.Type, StringComparer.Ordinal);
         _ports = ports;
@@ -67,9 +74,54 @@ public sealed class MachineService : IAsyncDisposable
         return _config.Templates.FirstOrDefault(t => t.Name == name) ?? throw new TemplateNotFoundException(name);
     }
 
+    /// <summary>
+    /// Allocates and prepares a machine. With an idempotency key, concurrent and later retries of the same key
+    /// by the same owner get the same machine while it exists; a create that failed can be retried with the key.
+    /// </summary>
     public async Task<MachineView> CreateAsync(CreateMachineRequest request, Caller caller, CancellationToken cancellationToken)
     {
+        if (request.IdempotencyKey is null)
+        {
+            return await CreateNewAsync(request, caller, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (request.IdempotencyKey.Length is 0 or > 128 || request.IdempotencyKey.Any(char.IsControl))
+        {
+            throw new InvalidRequestException("Idempotency-Key", "the Idempotency-Key header must be 1-128 printable characters");
+        }
+
+        var slot = (caller.Uid, request.IdempotencyKey);
+        while (true)
+        {
+            var attempt = new Lazy<Task<MachineView>>(() => CreateNewAsync(request, caller, CancellationToken.None));
+            var winner = _idempotentCreates.GetOrAdd(slot, attempt);
+            try
+            {
+                var machine = await winner.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
+                if (_machines.ContainsKey(machine.Id))
+                {
+                    return Find(machine.Id, caller).View();
+                }
+            }
+            catch (Exception) when (!ReferenceEquals(winner, attempt) && !cancellationToken.IsCancellationRequested)
+            {
+                // Another request's create under this key failed; try afresh below.
+            }
+            catch
+            {
+                _idempotentCreates.TryRemove(new KeyValuePair<(int, string), Lazy<Task<MachineView>>>(slot, attempt));
+                throw;
+            }
+
+            // The machine made under this key is gone (or its create failed): the key is free again.
+            _idempotentCreates.TryRemove(new KeyValuePair<(int, string), Lazy<Task<MachineView>>>(slot, winner));
+        }
+    }
+
+    private async Task<MachineView> CreateNewAsync(CreateMachineRequest request, Caller caller, CancellationToken cancellationToken)
+    {
         var template = GetTemplate(request.Template);
+        var lease = LeaseDuration(request.LeaseSeconds);
         Names.ValidateLabels(request.Labels);
         if (request.Manage && !template.ManageSupported)
         {
@@ -91,7 +143,7 @@ public sealed class MachineService : IAsyncDisposable
         int port;
         try
         {
-            port = ReserveCapacity(template);
+            port = ReserveCapacity(template, caller.Uid);
         }
         catch
         {
@@ -109,16 +161,18 @@ public sealed class MachineService : IAsyncDisposable
         }
         catch (Exception e)
         {
-            ReleaseCapacity(port);
+            ReleaseCapacity(template, caller.Uid, port);
             ReleaseManagement(template, id);
             RemoveWorkDirectory(workDirectory);
             MachineLog.PrepareFailed(_logger, template.Name, e);
             throw;
         }
 
-        var machine = new Machine(id, template, request.Manage, caller.Uid, port, request.Labels, instance, workDirectory, _time.GetUtcNow());
+        var now = _time.GetUtcNow();
+        var machine = new Machine(id, template, request.Manage, caller.Uid, port, request.Labels, instance, workDirectory, now, now + lease);
         _machines[id] = machine;
         MachineLog.Prepared(_logger, id, template.Name, request.Manage, port, caller.Uid);
+        _events.Publish(MachineEventTypes.Created, machine, MachineState.Prepared);
         return machine.View();
     }
 
@@ -178,6 +232,7 @@ public sealed class MachineService : IAsyncDisposable
                     machine.ObservedHostKey = key;
                 }
 
+                _events.Publish(MachineEventTypes.Ready, machine, detail: key.FingerprintSha256);
                 if (machine.PinnedHostKeys.Count == 0)
                 {
                     MachineLog.UnverifiedHostKey(_logger, id, key.FingerprintSha256);
@@ -374,13 +429,60 @@ public sealed class MachineService : IAsyncDisposable
         _machines.TryRemove(id, out _);
         RemoveWorkDirectory(machine.WorkDirectory);
         ReleaseManagement(machine.Template, id);
-        ReleaseCapacity(machine.SshPort);
+        ReleaseCapacity(machine.Template, machine.OwnerUid, machine.SshPort);
         machine.Operation.Release();
         MachineLog.Deleted(_logger, id);
+        _events.Publish(MachineEventTypes.Destroyed, machine);
         deletion.TrySetResult();
     }
 
     public SshAccess GetSsh(string id, Caller caller) => Get(id, caller).Ssh;
+
+    /// <summary>Sets the machine's lease to end <paramref name="seconds"/> from now.</summary>
+    public MachineView RenewLease(string id, Caller caller, int seconds)
+    {
+        var machine = Find(id, caller);
+        var lease = LeaseDuration(seconds);
+        lock (machine.Sync)
+        {
+            ThrowIfDeleting(machine);
+            machine.LeaseExpiresAt = _time.GetUtcNow() + lease;
+        }
+
+        _events.Publish(MachineEventTypes.LeaseRenewed, machine, detail: machine.View().LeaseExpiresAt.ToString("O", System.Globalization.CultureInfo.InvariantCulture));
+        return machine.View();
+    }
+
+    /// <summary>Destroys, through the same path as DELETE, every machine whose lease has run out. Returns how many.</summary>
+    public async Task<int> DestroyExpiredAsync(CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        var expired = _machines.Values.Where(m => m.View().LeaseExpiresAt <= now && !m.IsBeingDeleted).ToList();
+        foreach (var machine in expired)
+        {
+            if (!machine.LeaseExpiryReported)
+            {
+                machine.LeaseExpiryReported = true;
+                MachineLog.LeaseExpired(_logger, machine.Id, machine.View().LeaseExpiresAt);
+                _events.Publish(MachineEventTypes.LeaseExpired, machine);
+            }
+
+            try
+            {
+                await DeleteAsync(machine.Id, Caller.Daemon, cancellationToken).ConfigureAwait(false);
+            }
+            catch (FalkException)
+            {
+                // Logged by DeleteAsync; the machine stays failed and is retried on the next round.
+            }
+        }
+
+        return expired.Count;
+    }
+
+    /// <summary>Events the caller may see: its own machines', or all for admins.</summary>
+    public IAsyncEnumerable<MachineEvent> SubscribeAsync(Caller caller, long? afterId, CancellationToken cancellationToken) =>
+        _events.SubscribeAsync(afterId, e => caller.IsAdmin || e.OwnerUid == caller.Uid, cancellationToken);
 
     /// <summary>Writes the machine's console to <paramref name="destination"/>; with follow, until the machine stops.</summary>
     public async Task CopyConsoleAsync(string id, Caller caller, Stream destination, bool follow, CancellationToken cancellationToken)
@@ -410,6 +512,7 @@ public sealed class MachineService : IAsyncDisposable
 
             var snapshot = await snapshots.CreateSnapshotAsync(name, cancellationToken).ConfigureAwait(false);
             MachineLog.SnapshotTaken(_logger, machine.Id, name);
+            _events.Publish(MachineEventTypes.SnapshotTaken, machine, detail: name);
             return snapshot;
         }).ConfigureAwait(false);
     }
@@ -430,6 +533,7 @@ public sealed class MachineService : IAsyncDisposable
 
             await snapshots.RestoreSnapshotAsync(name, cancellationToken).ConfigureAwait(false);
             MachineLog.SnapshotRestored(_logger, machine.Id, name);
+            _events.Publish(MachineEventTypes.SnapshotRestored, machine, detail: name);
             return machine.View();
         }).ConfigureAwait(false);
     }
@@ -471,6 +575,7 @@ public sealed class MachineService : IAsyncDisposable
         {
             var result = await commits.CommitAsync(linked.Token).ConfigureAwait(false);
             MachineLog.Committed(_logger, id, machine.Template.Name, result.Version);
+            _events.Publish(MachineEventTypes.Committed, machine, detail: result.Version);
             return result;
         }
         finally
@@ -603,13 +708,25 @@ public sealed class MachineService : IAsyncDisposable
         }
     }
 
-    private int ReserveCapacity(TemplateDefinition template)
+    private int ReserveCapacity(TemplateDefinition template, int owner)
     {
         lock (_capacityLock)
         {
             if (_machineCount >= _config.Daemon.MaxMachines)
             {
                 throw new CapacityExhaustedException($"all {_config.Daemon.MaxMachines} machines are in use (max_machines)", RetryAfter);
+            }
+
+            var ofTemplate = _machinesByTemplate.GetValueOrDefault(template.Name);
+            if (template.MaxMachines is { } templateLimit && ofTemplate >= templateLimit)
+            {
+                throw new CapacityExhaustedException($"all {templateLimit} machines of template '{template.Name}' are in use (its max_machines)", RetryAfter);
+            }
+
+            var ofOwner = _machinesByOwner.GetValueOrDefault(owner);
+            if (_config.Daemon.MaxMachinesPerOwner is { } ownerLimit && ofOwner >= ownerLimit && owner != Caller.Daemon.Uid)
+            {
+                throw new CapacityExhaustedException($"uid {owner} already has {ofOwner} machines (max_machines_per_owner)", RetryAfter);
             }
 
             int port;
@@ -629,23 +746,40 @@ public sealed class MachineService : IAsyncDisposable
             }
 
             _machineCount++;
+            _machinesByTemplate[template.Name] = ofTemplate + 1;
+            _machinesByOwner[owner] = ofOwner + 1;
             return port;
         }
     }
 
-    private void ReleaseCapacity(int port)
+    private void ReleaseCapacity(TemplateDefinition template, int owner, int port)
     {
         lock (_capacityLock)
         {
             _ports.Release(port);
             _machineCount--;
+            _machinesByTemplate[template.Name]--;
+            _machinesByOwner[owner]--;
         }
     }
 
-    private void Transition(Machine machine, MachineState state)
+    private TimeSpan LeaseDuration(int? seconds)
+    {
+        var max = _config.Daemon.MaxLeaseSeconds;
+        return seconds switch
+        {
+            null => TimeSpan.FromSeconds(_config.Daemon.DefaultLeaseSeconds),
+            < 1 => throw new InvalidRequestException("lease_seconds", $"lease_seconds must be from 1 to {max}, not {seconds}"),
+            _ when seconds > max => throw new InvalidRequestException("lease_seconds", $"lease_seconds must be from 1 to {max} (max_lease_seconds), not {seconds}"),
+            _ => TimeSpan.FromSeconds(seconds.Value),
+        };
+    }
+
+    private void Transition(Machine machine, MachineState state, string? detail = null)
     {
         machine.SetState(state, _time.GetUtcNow());
         MachineLog.StateChanged(_logger, machine.Id, state.ToWire());
+        _events.Publish(state.ToWire(), machine, state, detail);
     }
 
     private void MarkRunning(Machine machine, string? lastError = null)
@@ -669,8 +803,8 @@ public sealed class MachineService : IAsyncDisposable
                 return;
             }
 
-            Transition(machine, MachineState.Failed);
             machine.LastError = error;
+            Transition(machine, MachineState.Failed, error);
         }
 
         MachineLog.Failed(_logger, machine.Id, error);

@@ -21,7 +21,7 @@ public sealed class MachineServiceTests : IAsyncDisposable
         var template = new TemplateDefinition { Id = "t", Name = "t", Type = "scripted", SshUser = "u", SshHost = "127.0.0.1", BackendOptions = new object(), ManageSupported = true };
         var config = new FalkConfig("/x/falk.conf", new DaemonOptions { MaxMachines = 3, StateDirectory = _state.Path, VmPorts = new PortRange(100, 109) }, [template], []);
         _service = new MachineService(config, [_backend], new PortAllocator(config.Daemon.VmPorts, _ => true),
-            new SshReadiness(_probe, TimeProvider.System), TimeProvider.System, NullLogger<MachineService>.Instance);
+            new SshReadiness(_probe, TimeProvider.System), new MachineEvents(TimeProvider.System), TimeProvider.System, NullLogger<MachineService>.Instance);
     }
 
     public async ValueTask DisposeAsync()
