@@ -125,8 +125,22 @@ public static partial class ConfigLoader
             reader.Error("default_lease_seconds", $"{defaultLease} is longer than max_lease_seconds ({maxLease})");
         }
 
+        var onShutdown = reader.Text("on_shutdown") switch
+        {
+            null or "keep" => ShutdownPolicy.Keep,
+            "destroy" => ShutdownPolicy.Destroy,
+            var other => Invalid(other),
+        };
+
+        ShutdownPolicy Invalid(string value)
+        {
+            reader.Error("on_shutdown", $"'{value}' is neither keep nor destroy");
+            return ShutdownPolicy.Keep;
+        }
+
         var result = options with
         {
+            OnShutdown = onShutdown,
             DefaultLeaseSeconds = defaultLease,
             MaxLeaseSeconds = maxLease,
             Name = name,

@@ -50,6 +50,21 @@ public sealed record DaemonOptions
     public IReadOnlyList<string> AdminUsers { get; init; } = [];
 
     public IReadOnlyList<string> AdminGroups { get; init; } = [];
+
+    /// <summary>On SIGTERM, leave machines running for the next start to reattach (keep) or destroy them.</summary>
+    public ShutdownPolicy OnShutdown { get; init; } = ShutdownPolicy.Keep;
+
+    /// <summary>
+    /// Tells this daemon's machines apart from those of another daemon on the same host: derived from the
+    /// state folder, which no two daemons share.
+    /// </summary>
+    public string InstanceId => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(StateDirectory)))[..12];
+}
+
+public enum ShutdownPolicy
+{
+    Keep,
+    Destroy,
 }
 
 /// <summary>An inclusive range of TCP ports.</summary>

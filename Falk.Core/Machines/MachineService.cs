@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Falk.Core.Config;
 using Falk.Core.Ssh;
+using Falk.Core.State;
 using Microsoft.Extensions.Logging;
 
 namespace Falk.Core.Machines;
@@ -22,6 +23,9 @@ public sealed class MachineService : IAsyncDisposable
 {
     private static readonly TimeSpan RetryAfter = TimeSpan.FromSeconds(10);
 
+    /// <summary>The recorded state of a machine whose prepare has not finished.</summary>
+    private const string PreparingState = "preparing";
+
     private readonly FalkConfig _config;
     private readonly Dictionary<string, IMachineBackend> _backends;
     private readonly PortAllocator _ports;
@@ -29,6 +33,7 @@ public sealed class MachineService : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger<MachineService> _logger;
     private readonly MachineEvents _events;
+    private readonly MachineStore _store;
     private readonly ConcurrentDictionary<(int Owner, string Key), Lazy<Task<MachineView>>> _idempotentCreates = new();
     private readonly ConcurrentDictionary<string, Machine> _machines = new(StringComparer.Ordinal);
     private readonly Lock _capacityLock = new();
@@ -38,8 +43,9 @@ public sealed class MachineService : IAsyncDisposable
     private int _machineCount;
 
     public MachineService(FalkConfig config, IEnumerable<IMachineBackend> backends, PortAllocator ports,
-        SshReadiness ssh, MachineEvents events, TimeProvider time, ILogger<MachineService> logger)
+        SshReadiness ssh, MachineEvents events, MachineStore store, TimeProvider time, ILogger<MachineService> logger)
     {
+        _store = store;
         _events = events;
         _config = config;
         _backends = backends.ToDictionary(b => b.Type, StringComparer.Ordinal);
@@ -151,24 +157,29 @@ public sealed class MachineService : IAsyncDisposable
             throw;
         }
 
-        var workDirectory = Path.Combine(_config.Daemon.StateDirectory, "machines", id);
+        var workDirectory = WorkDirectoryOf(id);
+        var now = _time.GetUtcNow();
         IMachineInstance instance;
         try
         {
+            // Recorded before anything is made: a crash from here on leaves a row that the next start cleans up.
+            _store.Insert(new MachineRecord(id, template.Type, template.Name, request.Manage, caller.Uid, port, request.Labels,
+                now, now + lease, PreparingState, null, workDirectory, null, request.IdempotencyKey, null));
             Directory.CreateDirectory(workDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            var spec = new MachineSpec(id, template, request.Manage, port, caller.Uid, request.Labels, workDirectory);
-            instance = await backend.PrepareAsync(spec, cancellationToken).ConfigureAwait(false);
+            instance = await backend.PrepareAsync(Spec(id, template, request.Manage, port, caller.Uid, request.Labels), cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e)
         {
             ReleaseCapacity(template, caller.Uid, port);
             ReleaseManagement(template, id);
             RemoveWorkDirectory(workDirectory);
+            _store.Delete(id);
             MachineLog.PrepareFailed(_logger, template.Name, e);
             throw;
         }
 
-        var now = _time.GetUtcNow();
+        _store.UpdateHandle(id, instance.Handle);
+        _store.UpdateState(id, MachineState.Prepared.ToWire(), null);
         var machine = new Machine(id, template, request.Manage, caller.Uid, port, request.Labels, instance, workDirectory, now, now + lease);
         _machines[id] = machine;
         MachineLog.Prepared(_logger, id, template.Name, request.Manage, port, caller.Uid);
@@ -213,6 +224,7 @@ public sealed class MachineService : IAsyncDisposable
             try
             {
                 await machine.Instance.LaunchAsync(boot.Token).ConfigureAwait(false);
+                _store.UpdateHandle(id, machine.Instance.Handle);
             }
             finally
             {
@@ -231,6 +243,8 @@ public sealed class MachineService : IAsyncDisposable
                 {
                     machine.ObservedHostKey = key;
                 }
+
+                _store.UpdateObservedHostKey(id, key.PublicKeyLine);
 
                 _events.Publish(MachineEventTypes.Ready, machine, detail: key.FingerprintSha256);
                 if (machine.PinnedHostKeys.Count == 0)
@@ -427,6 +441,7 @@ public sealed class MachineService : IAsyncDisposable
         }
 
         _machines.TryRemove(id, out _);
+        _store.Delete(id);
         RemoveWorkDirectory(machine.WorkDirectory);
         ReleaseManagement(machine.Template, id);
         ReleaseCapacity(machine.Template, machine.OwnerUid, machine.SshPort);
@@ -447,6 +462,7 @@ public sealed class MachineService : IAsyncDisposable
         {
             ThrowIfDeleting(machine);
             machine.LeaseExpiresAt = _time.GetUtcNow() + lease;
+            _store.UpdateLease(id, machine.LeaseExpiresAt);
         }
 
         _events.Publish(MachineEventTypes.LeaseRenewed, machine, detail: machine.View().LeaseExpiresAt.ToString("O", System.Globalization.CultureInfo.InvariantCulture));
@@ -532,6 +548,7 @@ public sealed class MachineService : IAsyncDisposable
             }
 
             await snapshots.RestoreSnapshotAsync(name, cancellationToken).ConfigureAwait(false);
+            _store.UpdateHandle(machine.Id, machine.Instance.Handle);
             MachineLog.SnapshotRestored(_logger, machine.Id, name);
             _events.Publish(MachineEventTypes.SnapshotRestored, machine, detail: name);
             return machine.View();
@@ -574,6 +591,7 @@ public sealed class MachineService : IAsyncDisposable
         try
         {
             var result = await commits.CommitAsync(linked.Token).ConfigureAwait(false);
+            _store.UpdateHandle(id, machine.Instance.Handle);
             MachineLog.Committed(_logger, id, machine.Template.Name, result.Version);
             _events.Publish(MachineEventTypes.Committed, machine, detail: result.Version);
             return result;
@@ -584,10 +602,19 @@ public sealed class MachineService : IAsyncDisposable
         }
     }
 
-    /// <summary>Destroys every machine (daemon shutdown), in parallel.</summary>
+    /// <summary>
+    /// Daemon shutdown: with <c>on_shutdown = destroy</c> destroys every machine, in parallel; with <c>keep</c> leaves
+    /// them running, recorded, for the next start to take back.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         var machines = _machines.Keys.ToList();
+        if (_config.Daemon.OnShutdown == ShutdownPolicy.Keep)
+        {
+            MachineLog.KeepingAll(_logger, machines.Count);
+            return;
+        }
+
         if (machines.Count > 0)
         {
             MachineLog.DestroyingAll(_logger, machines.Count);
@@ -605,6 +632,108 @@ public sealed class MachineService : IAsyncDisposable
             }
         })).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// At start: takes back every recorded machine that is still alive, keeping its id, port and lease, cleans up
+    /// the rest, and removes what this daemon made but never recorded.
+    /// </summary>
+    public async Task RecoverAsync(CancellationToken cancellationToken)
+    {
+        foreach (var record in _store.All())
+        {
+            var template = _config.Templates.FirstOrDefault(t => t.Name == record.Template && t.Type == record.Type);
+            if (template is null || !_backends.TryGetValue(record.Type, out var backend))
+            {
+                MachineLog.CannotRecover(_logger, record.Id, record.Template, record.Type);
+                continue;
+            }
+
+            MachineState? recordedState = Enum.TryParse<MachineState>(record.State, ignoreCase: true, out var parsed) ? parsed : null;
+            var spec = Spec(record.Id, template, record.Manage, record.Port, record.OwnerUid, record.Labels);
+            ReattachedMachine? reattached;
+            try
+            {
+                reattached = await backend.ReattachAsync(spec, record.Handle, recordedState, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is FalkException or IOException)
+            {
+                MachineLog.CleanupFailed(_logger, record.Id, e);
+                continue;
+            }
+
+            if (reattached is null)
+            {
+                RemoveWorkDirectory(record.WorkDirectory);
+                _store.Delete(record.Id);
+                MachineLog.CleanedUpAfterRestart(_logger, record.Id, record.State);
+                continue;
+            }
+
+            TakeBack(record, template, reattached);
+        }
+
+        var known = _machines.Keys.ToHashSet(StringComparer.Ordinal);
+        foreach (var backend in _backends.Values)
+        {
+            await backend.RemoveOrphansAsync(known, cancellationToken).ConfigureAwait(false);
+        }
+
+        var machinesFolder = Path.Combine(_config.Daemon.StateDirectory, "machines");
+        if (Directory.Exists(machinesFolder))
+        {
+            foreach (var folder in Directory.EnumerateDirectories(machinesFolder).Where(f => !known.Contains(Path.GetFileName(f))))
+            {
+                MachineLog.OrphanRemoved(_logger, Path.GetFileName(folder), folder);
+                RemoveWorkDirectory(folder);
+            }
+        }
+    }
+
+    private void TakeBack(MachineRecord record, TemplateDefinition template, ReattachedMachine reattached)
+    {
+        lock (_capacityLock)
+        {
+            _ports.Claim(record.Port);
+            _machineCount++;
+            _machinesByTemplate[template.Name] = _machinesByTemplate.GetValueOrDefault(template.Name) + 1;
+            _machinesByOwner[record.OwnerUid] = _machinesByOwner.GetValueOrDefault(record.OwnerUid) + 1;
+            if (record.Manage)
+            {
+                _managementByTemplate[template.Name] = record.Id;
+            }
+        }
+
+        var machine = new Machine(record.Id, template, record.Manage, record.OwnerUid, record.Port, record.Labels, reattached.Instance,
+            record.WorkDirectory, record.CreatedAt, record.LeaseExpiresAt);
+        var state = reattached.Running ? MachineState.Running
+            : record.State == MachineState.Prepared.ToWire() ? MachineState.Prepared
+            : MachineState.Stopped;
+        lock (machine.Sync)
+        {
+            machine.SetState(state, _time.GetUtcNow());
+            machine.LastError = record.LastError;
+            machine.ObservedHostKey = record.ObservedHostKey is null ? null : HostKey.TryParse(record.ObservedHostKey, out _);
+        }
+
+        _store.UpdateState(record.Id, state.ToWire(), record.LastError);
+        _machines[record.Id] = machine;
+        if (record.IdempotencyKey is { } key)
+        {
+            _idempotentCreates[(record.OwnerUid, key)] = new Lazy<Task<MachineView>>(Task.FromResult(machine.View()));
+        }
+
+        if (reattached.Running && reattached.Instance.Exited is { } exited)
+        {
+            _ = ObserveExitAsync(machine, exited);
+        }
+
+        MachineLog.Reattached(_logger, record.Id, state.ToWire(), record.Port);
+    }
+
+    private string WorkDirectoryOf(string id) => Path.Combine(_config.Daemon.StateDirectory, "machines", id);
+
+    private MachineSpec Spec(string id, TemplateDefinition template, bool manage, int port, int owner, IReadOnlyDictionary<string, string> labels) =>
+        new(id, template, manage, port, owner, labels, WorkDirectoryOf(id), _config.Daemon.InstanceId);
 
     private Machine Find(string id, Caller caller)
     {
@@ -778,6 +907,7 @@ public sealed class MachineService : IAsyncDisposable
     private void Transition(Machine machine, MachineState state, string? detail = null)
     {
         machine.SetState(state, _time.GetUtcNow());
+        _store.UpdateState(machine.Id, state.ToWire(), machine.LastError ?? detail);
         MachineLog.StateChanged(_logger, machine.Id, state.ToWire());
         _events.Publish(state.ToWire(), machine, state, detail);
     }

@@ -1,6 +1,7 @@
 using Falk.Core.Config;
 using Falk.Core.Machines;
 using Falk.Core.Ssh;
+using Falk.Core.State;
 using Falk.Tests.Fixtures;
 using Microsoft.Extensions.Logging.Abstractions;
 
@@ -14,19 +15,22 @@ public sealed class MachineServiceTests : IAsyncDisposable
     private readonly TempDirectory _state = new();
     private readonly ScriptedBackend _backend = new();
     private readonly ScriptedProbe _probe = new();
+    private readonly MachineStore _store;
     private readonly MachineService _service;
 
     public MachineServiceTests()
     {
         var template = new TemplateDefinition { Id = "t", Name = "t", Type = "scripted", SshUser = "u", SshHost = "127.0.0.1", BackendOptions = new object(), ManageSupported = true };
-        var config = new FalkConfig("/x/falk.conf", new DaemonOptions { MaxMachines = 3, StateDirectory = _state.Path, VmPorts = new PortRange(100, 109) }, [template], []);
+        var config = new FalkConfig("/x/falk.conf", new DaemonOptions { OnShutdown = ShutdownPolicy.Destroy, MaxMachines = 3, StateDirectory = _state.Path, VmPorts = new PortRange(100, 109) }, [template], []);
+        _store = new MachineStore(config);
         _service = new MachineService(config, [_backend], new PortAllocator(config.Daemon.VmPorts, _ => true),
-            new SshReadiness(_probe, TimeProvider.System), new MachineEvents(TimeProvider.System), TimeProvider.System, NullLogger<MachineService>.Instance);
+            new SshReadiness(_probe, TimeProvider.System), new MachineEvents(TimeProvider.System), _store, TimeProvider.System, NullLogger<MachineService>.Instance);
     }
 
     public async ValueTask DisposeAsync()
     {
         await _service.DisposeAsync();
+        _store.Dispose();
         _state.Dispose();
     }
 
@@ -155,6 +159,11 @@ public sealed class MachineServiceTests : IAsyncDisposable
 
         public string Type => "scripted";
 
+        public Task<ReattachedMachine?> ReattachAsync(MachineSpec spec, string? handle, MachineState? recordedState, CancellationToken cancellationToken) =>
+            Task.FromResult<ReattachedMachine?>(null);
+
+        public Task RemoveOrphansAsync(IReadOnlySet<string> knownMachineIds, CancellationToken cancellationToken) => Task.CompletedTask;
+
         public Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
         {
             if (FailPrepare)
@@ -185,6 +194,8 @@ public sealed class MachineServiceTests : IAsyncDisposable
         public int CleanedUp { get; private set; }
 
         public Task<MachineExit>? Exited { get; private set; }
+
+        public string? Handle => null;
 
         public async Task LaunchAsync(CancellationToken cancellationToken)
         {
