@@ -111,4 +111,80 @@ public sealed class RecoveryTests
             gone.StatusCode.Should().Be(HttpStatusCode.NotFound);
         }
     }
+
+    [Fact(Timeout = 300_000)]
+    public async Task Killing_the_daemon_at_random_points_of_50_lifecycles_never_leaks_a_process_a_folder_or_a_port()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var marker = Random.Shared.Next(100_000, 999_999);
+        var random = new Random(marker);
+        var daemon = await FalkDaemon.StartAsync(Template(marker), ct, onShutdown: "keep", ports: 20);
+        await using (daemon)
+        {
+            var stateDirectory = daemon.Directory.File("state");
+            var instance = new Falk.Core.Config.DaemonOptions { StateDirectory = stateDirectory }.InstanceId;
+            var kills = 0;
+            for (var cycle = 0; cycle < 50; cycle++)
+            {
+                var lifecycle = LifecycleAsync(daemon.Client, ct);
+                if (random.Next(2) == 0)
+                {
+                    await Task.Delay(random.Next(0, 150), ct);
+                    await daemon.SignalDaemonOnlyAsync(kill: true, ct);
+                    kills++;
+                    await lifecycle;
+                    await daemon.StartProcessAsync(ct);
+                }
+                else
+                {
+                    await lifecycle;
+                }
+
+                await AssertNothingLeakedAsync(daemon.Client, stateDirectory, instance, ct);
+            }
+
+            foreach (var machine in await daemon.Client.ListAsync(ct))
+            {
+                await daemon.Client.DeleteMachineAsync(machine!["id"]!.GetValue<string>(), ct);
+            }
+
+            kills.Should().BeGreaterThan(10);
+            Falk.Core.Unix.ProcessTree.WithEnvironment("FALK_INSTANCE", instance).Should().BeEmpty();
+            ProcessTable.WithArgument($"sleep {marker}").Should().BeEmpty();
+        }
+    }
+
+    /// <summary>create → boot → delete; a daemon killed half way makes any step fail, which is expected here.</summary>
+    private static async Task LifecycleAsync(HttpClient client, CancellationToken ct)
+    {
+        try
+        {
+            using var created = await client.PostJsonAsync("v1/machines", new { template = "sleeper" }, ct);
+            var id = (await created.JsonAsync(ct))["id"]!.GetValue<string>();
+            using var booted = await client.PostAsync($"v1/machines/{id}/boot", null, ct);
+            using var deleted = await client.DeleteAsync($"v1/machines/{id}", ct);
+        }
+        catch (Exception e) when (e is HttpRequestException or System.Text.Json.JsonException or IOException or NullReferenceException)
+        {
+            // The daemon died under the request.
+        }
+    }
+
+    /// <summary>Every process and folder this daemon made belongs to a machine it lists, and no two machines share a port.</summary>
+    private static async Task AssertNothingLeakedAsync(HttpClient client, string stateDirectory, string instance, CancellationToken ct)
+    {
+        var machines = await client.ListAsync(ct);
+        var ids = machines.Select(m => m!["id"]!.GetValue<string>()).ToHashSet();
+        machines.Select(m => m!["ssh"]!["port"]!.GetValue<int>()).Should().OnlyHaveUniqueItems();
+        foreach (var pid in Falk.Core.Unix.ProcessTree.WithEnvironment("FALK_INSTANCE", instance))
+        {
+            ids.Should().Contain(Falk.Core.Unix.ProcessTree.EnvironmentValue(pid, "FALK_MACHINE_ID"), $"process {pid} must belong to a listed machine");
+        }
+
+        var folders = Path.Combine(stateDirectory, "machines");
+        if (Directory.Exists(folders))
+        {
+            Directory.EnumerateDirectories(folders).Select(Path.GetFileName).Should().BeSubsetOf(ids);
+        }
+    }
 }
