@@ -8,6 +8,9 @@ public static class ProcessTree
     /// <summary>SIGKILL to one process; a process already gone is fine.</summary>
     public static void Kill(int pid) => _ = Native.kill(pid, Native.SIGKILL);
 
+    /// <summary>SIGINT to one process, as Ctrl-C in its terminal would send.</summary>
+    public static void Interrupt(int pid) => _ = Native.kill(pid, Native.SIGINT);
+
     /// <summary>SIGTERM to one process (not its children); a process already gone is fine.</summary>
     public static void Terminate(int pid) => _ = Native.kill(pid, Native.SIGTERM);
 
