@@ -2,8 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
-using Falk.Client;
-using Falk.Core.Processes;
 
 namespace Falk.Benchmarks;
 
@@ -18,82 +16,53 @@ public static class SoakBenchmark
         var sequential = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 1000;
         var concurrent = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1000;
         var parallelism = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 20;
-        var work = Directory.CreateTempSubdirectory("falk-soak-").FullName;
-        try
+        var bench = await SshdWorkbench.StartAsync("[28000,28199]", cancellationToken);
+        await using (bench)
         {
-            var runner = new ProcessRunner();
-            var hostKey = Path.Combine(work, "host_key");
-            await runner.RunAsync(new ProcessSpec(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey]), TimeSpan.FromSeconds(30), cancellationToken);
-            Directory.CreateDirectory("/run/sshd");
-            var sshdConfig = Path.Combine(work, "sshd_config");
-            await File.WriteAllTextAsync(sshdConfig, $"HostKey {hostKey}\nListenAddress 127.0.0.1\nPidFile none\nUsePAM no\n", cancellationToken);
-            var socket = Path.Combine(work, "falk.sock");
-            var config = Path.Combine(work, "falk.conf");
-            await File.WriteAllTextAsync(config, $"""
-                [falk]
-                control_socket = {socket}
-                state_dir = {Path.Combine(work, "state")}
-                vm_ports = [28000,28199]
-                on_shutdown = destroy
-                [sshd]
-                type = custom
-                launch = /usr/sbin/sshd -D -e -p {"{SSHPORT}"} -f {sshdConfig}
-                ssh_user = root
-                ssh_host = 127.0.0.1
-                ssh_known_host_key_file = {hostKey}.pub
-                """, cancellationToken);
+            var client = bench.Client;
+            var daemon = bench.Daemon;
+            Console.WriteLine($"soak: custom backend (Debian sshd), falkd pid {daemon.Pid}");
+            Console.WriteLine($"{"phase",-34} {"done",6} {"failed",6} {"fds",5} {"threads",7} {"rss MiB",8} {"lifecycles/s",12}");
+            var failures = 0;
+            var done = 0;
+            var watch = Stopwatch.StartNew();
+            Report("start", daemon.Pid, done, failures, watch);
 
-            using var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(2));
-            var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);
-            await using (daemon)
+            for (var i = 1; i <= sequential; i++)
             {
-                Console.WriteLine($"soak: custom backend (Debian sshd), falkd pid {daemon.Pid}");
-                Console.WriteLine($"{"phase",-34} {"done",6} {"failed",6} {"fds",5} {"threads",7} {"rss MiB",8} {"lifecycles/s",12}");
-                var failures = 0;
-                var done = 0;
-                var watch = Stopwatch.StartNew();
-                Report("start", daemon.Pid, done, failures, watch);
-
-                for (var i = 1; i <= sequential; i++)
+                failures += await LifecycleAsync(client, cancellationToken) ? 0 : 1;
+                done++;
+                if (i == 100 || i % 250 == 0)
                 {
-                    failures += await LifecycleAsync(client, cancellationToken) ? 0 : 1;
-                    done++;
-                    if (i == 100 || i % 250 == 0)
+                    await SettleAsync(client, cancellationToken);
+                    Report(i == 100 ? "sequential (after warm-up)" : "sequential", daemon.Pid, done, failures, watch);
+                }
+            }
+
+            watch.Restart();
+            var remaining = concurrent;
+            var concurrentDone = 0;
+            await Task.WhenAll(Enumerable.Range(0, parallelism).Select(async _ =>
+            {
+                while (Interlocked.Decrement(ref remaining) >= 0)
+                {
+                    var ok = await LifecycleAsync(client, cancellationToken);
+                    if (!ok)
                     {
-                        await SettleAsync(client, cancellationToken);
-                        Report(i == 100 ? "sequential (after warm-up)" : "sequential", daemon.Pid, done, failures, watch);
+                        Interlocked.Increment(ref failures);
+                    }
+
+                    var n = Interlocked.Increment(ref concurrentDone);
+                    if (n % 250 == 0)
+                    {
+                        Report($"{parallelism}-way concurrent", daemon.Pid, n, failures, watch);
                     }
                 }
-
-                watch.Restart();
-                var remaining = concurrent;
-                var concurrentDone = 0;
-                await Task.WhenAll(Enumerable.Range(0, parallelism).Select(async _ =>
-                {
-                    while (Interlocked.Decrement(ref remaining) >= 0)
-                    {
-                        var ok = await LifecycleAsync(client, cancellationToken);
-                        if (!ok)
-                        {
-                            Interlocked.Increment(ref failures);
-                        }
-
-                        var n = Interlocked.Increment(ref concurrentDone);
-                        if (n % 250 == 0)
-                        {
-                            Report($"{parallelism}-way concurrent", daemon.Pid, n, failures, watch);
-                        }
-                    }
-                }));
-                await SettleAsync(client, cancellationToken);
-                Report($"{parallelism}-way concurrent, settled", daemon.Pid, concurrentDone, failures, watch);
-                Console.WriteLine(failures == 0 ? "no failures" : $"{failures} FAILURES");
-                return failures == 0 ? 0 : 1;
-            }
-        }
-        finally
-        {
-            Directory.Delete(work, recursive: true);
+            }));
+            await SettleAsync(client, cancellationToken);
+            Report($"{parallelism}-way concurrent, settled", daemon.Pid, concurrentDone, failures, watch);
+            Console.WriteLine(failures == 0 ? "no failures" : $"{failures} FAILURES");
+            return failures == 0 ? 0 : 1;
         }
     }
 
