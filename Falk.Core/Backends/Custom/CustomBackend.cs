@@ -4,6 +4,7 @@ using Falk.Core.Config;
 using Falk.Core.Machines;
 using Falk.Core.Processes;
 using Falk.Core.Unix;
+using Falk.Core.Waiting;
 using Microsoft.Extensions.Logging;
 
 namespace Falk.Core.Backends.Custom;
@@ -72,6 +73,7 @@ internal sealed record CustomHandle(int? Pid, long? StartTime);
 internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILogger logger) : IMachineInstance
 {
     private static readonly TimeSpan AdoptedPollInterval = TimeSpan.FromMilliseconds(200);
+    private static readonly TimeSpan StragglerTimeout = TimeSpan.FromSeconds(10);
 
     private readonly Lock _consoleLock = new();
     private RunningProcess? _launch;
@@ -126,7 +128,7 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
             await Task.WhenAny(exited, Task.Delay(grace, cancellationToken)).ConfigureAwait(false);
         }
 
-        KillStragglers();
+        await KillStragglersAsync(cancellationToken).ConfigureAwait(false);
     }
 
     public async Task KillAsync(CancellationToken cancellationToken)
@@ -141,7 +143,7 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
             SignalAdopted(adopted, Native.SIGKILL);
         }
 
-        KillStragglers();
+        await KillStragglersAsync(cancellationToken).ConfigureAwait(false);
     }
 
     public async Task CleanupAsync(CancellationToken cancellationToken)
@@ -218,12 +220,24 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
     /// Processes of this machine that escaped the launch process's tree (double-forked into a session of their own)
     /// still carry the machine id in their environment; the original left exactly these listening on the port.
     /// </summary>
-    private void KillStragglers()
+    private async Task KillStragglersAsync(CancellationToken cancellationToken)
     {
-        foreach (var pid in ProcessTree.WithEnvironment(CustomBackend.MachineIdVariable, spec.MachineId))
-        {
-            ProcessTree.Kill(pid);
-        }
+        // SIGKILL is delivered asynchronously: return only once they are gone, so "stopped" means stopped.
+        await Wait.UntilAsync(
+            _ =>
+            {
+                var left = ProcessTree.WithEnvironment(CustomBackend.MachineIdVariable, spec.MachineId);
+                foreach (var pid in left)
+                {
+                    ProcessTree.Kill(pid);
+                }
+
+                return Task.FromResult(left.Count == 0 ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>($"{left.Count} processes left"));
+            },
+            TimeSpan.FromMilliseconds(20),
+            StragglerTimeout,
+            $"the processes of machine {spec.MachineId} to end",
+            cancellationToken).ConfigureAwait(false);
     }
 
     private ProcessSpec Spec(IReadOnlyList<string> command)
