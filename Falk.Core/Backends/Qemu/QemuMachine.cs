@@ -93,6 +93,13 @@ internal sealed class QemuMachine(
 
         QemuLog.QmpConnected(logger, spec.MachineId, _paths.QmpSocket);
         _eventPump = PumpEventsAsync(_qmp, process);
+
+        // A command with -S starts the guest paused (status "prelaunch"): a machine Falk boots is meant to run.
+        var status = (await ExecuteAsync("query-status", cancellationToken).ConfigureAwait(false))?["status"]?.GetValue<string>();
+        if (status is "prelaunch" or "paused")
+        {
+            await ExecuteAsync("cont", cancellationToken).ConfigureAwait(false);
+        }
     }
 
     public async Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
