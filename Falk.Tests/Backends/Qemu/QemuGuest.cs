@@ -164,7 +164,11 @@ public sealed class QemuDaemonFixture : IAsyncLifetime
     }
 }
 
-[CollectionDefinition("qemu")]
+/// <summary>
+/// QEMU tests run one class at a time and apart from the rest of the suite: a TCG guest keeps a core busy, and other
+/// tests' timing-sensitive checks (a killed process gone at once) should not compete with it on a two-core machine.
+/// </summary>
+[CollectionDefinition("qemu", DisableParallelization = true)]
 public sealed class QemuTestGroup;
 
 internal static class JsonHttp
