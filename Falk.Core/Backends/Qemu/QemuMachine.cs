@@ -262,6 +262,15 @@ internal sealed class QemuMachine(
         {
             return ProbeOutcome.NotYet<QmpClient>(e.Message);
         }
+        catch (QmpConnectionException e)
+        {
+            // QEMU closed the socket while greeting: most likely it is exiting, which the next look reports.
+            return ProbeOutcome.NotYet<QmpClient>(e.Message);
+        }
+        catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new BackendOperationException($"QEMU of machine {spec.MachineId} accepted on {_paths.QmpSocket} but sent no QMP greeting within {QmpConnectTimeout.TotalSeconds:0} s", e);
+        }
     }
 
     /// <summary>Logs events, and quits a QEMU that stays up after its guest shut down (a command with <c>-no-shutdown</c>).</summary>

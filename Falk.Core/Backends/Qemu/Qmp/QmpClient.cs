@@ -152,8 +152,9 @@ public sealed class QmpClient : IAsyncDisposable
 
         _reader.Dispose();
         await _stream.DisposeAsync().ConfigureAwait(false);
-        _writeLock.Dispose();
-        _disposing.Dispose();
+
+        // The write lock and the token source are left to the collector: a late request (an event handler's quit)
+        // may still be on its way to them, and neither holds anything that needs releasing.
     }
 
     private async Task HandshakeAsync(CancellationToken cancellationToken)
