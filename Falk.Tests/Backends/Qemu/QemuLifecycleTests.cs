@@ -77,6 +77,42 @@ public sealed class QemuLifecycleTests(QemuDaemonFixture fixture) : IClassFixtur
     }
 
     [Fact(Timeout = 240_000)]
+    public async Task A_stop_right_after_launch_presses_the_power_button_again_until_the_guest_listens()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var id = (await Client.CreateAsync("guest", ct))["id"]!.GetValue<string>();
+        await Client.BootAsync(id, ct, "?wait=none");
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+
+        // The first system_powerdown arrives before the guest's acpid runs and is lost; the retries are not.
+        using var stop = await Client.PostJsonAsync($"v1/machines/{id}/stop", new { timeout_seconds = 90 }, ct);
+
+        var stopped = await stop.JsonAsync(ct);
+        stop.StatusCode.Should().Be(HttpStatusCode.OK, stopped.ToJsonString());
+        stopped["state"]!.GetValue<string>().Should().Be("stopped");
+        watch.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(60), "the guest powers off once it boots far enough to listen");
+        (await Client.GetStringAsync($"v1/machines/{id}/console", ct)).Should().NotContain("Kernel panic");
+        await Client.DeleteMachineAsync(id, ct);
+    }
+
+    [Fact(Timeout = 240_000)]
+    public async Task A_stop_without_grace_quits_QEMU_over_QMP_at_once()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var (id, _) = await BootAsync(ct);
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+
+        using var stop = await Client.PostJsonAsync($"v1/machines/{id}/stop", new { timeout_seconds = 0 }, ct);
+
+        var stopped = await stop.JsonAsync(ct);
+        stop.StatusCode.Should().Be(HttpStatusCode.OK, stopped.ToJsonString());
+        stopped["state"]!.GetValue<string>().Should().Be("stopped");
+        watch.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(5));
+        ProcessTable.WithArgument("falk-" + id).Should().BeEmpty();
+        await Client.DeleteMachineAsync(id, ct);
+    }
+
+    [Fact(Timeout = 240_000)]
     public async Task A_QEMU_killed_outside_Falk_is_failed_at_once_with_its_exit_code_and_console_tail_and_delete_cleans_up()
     {
         var ct = TestContext.Current.CancellationToken;
