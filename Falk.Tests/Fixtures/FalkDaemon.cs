@@ -38,7 +38,8 @@ public sealed class FalkDaemon : IAsyncDisposable
     /// Writes a config whose [falk] section points at a socket in a new temporary folder and a fresh port range,
     /// followed by <paramref name="templates"/> (INI text), then starts falkd and waits until it answers.
     /// </summary>
-    public static async Task<FalkDaemon> StartAsync(string templates, CancellationToken cancellationToken, string daemonExtra = "", int ports = 10)
+    /// <remarks>Unless <paramref name="onShutdown"/> says otherwise, machines are destroyed when the daemon stops, so no test leaks them.</remarks>
+    public static async Task<FalkDaemon> StartAsync(string templates, CancellationToken cancellationToken, string daemonExtra = "", int ports = 10, string onShutdown = "destroy")
     {
         var directory = new TempDirectory();
         var socket = directory.File("falk.sock");
@@ -51,6 +52,7 @@ public sealed class FalkDaemon : IAsyncDisposable
             control_socket_permissions = 770
             vm_ports = [{first},{last}]
             state_dir = {directory.File("state")}
+            on_shutdown = {onShutdown}
             {daemonExtra}
 
             {templates}
@@ -86,6 +88,21 @@ public sealed class FalkDaemon : IAsyncDisposable
 
         await Process.StopAsync(TimeSpan.FromSeconds(20), cancellationToken);
         return await Process.Exited;
+    }
+
+    /// <summary>SIGTERM (or, with <paramref name="kill"/>, SIGKILL) to falkd alone, as systemd's KillMode=process does: its machines are left to it.</summary>
+    public async Task<int> SignalDaemonOnlyAsync(bool kill, CancellationToken cancellationToken)
+    {
+        if (kill)
+        {
+            Falk.Core.Unix.ProcessTree.Kill(Process!.Pid);
+        }
+        else
+        {
+            Falk.Core.Unix.ProcessTree.Terminate(Process!.Pid);
+        }
+
+        return await Process.Exited.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
     }
 
     public async ValueTask DisposeAsync()
