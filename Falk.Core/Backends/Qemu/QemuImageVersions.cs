@@ -62,6 +62,27 @@ public sealed partial class QemuImageVersions : IDisposable
         }
     }
 
+    /// <summary>
+    /// After a daemon restart: a machine taken back uses <paramref name="version"/> (its overlay's backing file), counted
+    /// as by <see cref="Acquire"/> so that it is not deleted until the machine releases it.
+    /// </summary>
+    public void Adopt(string version)
+    {
+        lock (_lock)
+        {
+            _uses[version] = _uses.GetValueOrDefault(version) + 1;
+        }
+    }
+
+    /// <summary>Deletes the versions that are neither current nor used; after a restart, once every machine is taken back.</summary>
+    public void RemoveUnusedVersions()
+    {
+        lock (_lock)
+        {
+            RemoveUnused();
+        }
+    }
+
     /// <summary>A machine no longer uses <paramref name="version"/>; it is deleted if nothing else does and it is not current.</summary>
     public void Release(string version)
     {

@@ -46,4 +46,19 @@ internal static partial class QemuLog
 
     [LoggerMessage(6013, LogLevel.Warning, "Template image {BaseImage}: could not remove {Path}")]
     public static partial void RemoveFailed(ILogger logger, string baseImage, string path, Exception exception);
+
+    [LoggerMessage(6014, LogLevel.Information, "Machine {MachineId}: took back QEMU pid {Pid}, QMP answers on {Socket}")]
+    public static partial void Reattached(ILogger logger, string machineId, int pid, string socket);
+
+    [LoggerMessage(6015, LogLevel.Warning, "Machine {MachineId}: QEMU pid {Pid} lives but its QMP socket does not answer ({Reason}); killing it")]
+    public static partial void ReattachFailed(ILogger logger, string machineId, int pid, string reason);
+
+    [LoggerMessage(6016, LogLevel.Warning, "Killed QEMU pid {Pid} of unknown machine {MachineId}")]
+    public static partial void OrphanKilled(ILogger logger, string machineId, int pid);
+
+    [LoggerMessage(6017, LogLevel.Warning, "Removed overlay {Overlay} of unknown machine {MachineId}")]
+    public static partial void OrphanOverlayRemoved(ILogger logger, string machineId, string overlay);
+
+    [LoggerMessage(6018, LogLevel.Warning, "Machine {MachineId}: killed QEMU pid {Pid}, which was not the recorded process")]
+    public static partial void StrayKilled(ILogger logger, string machineId, int pid);
 }

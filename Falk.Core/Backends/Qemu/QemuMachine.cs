@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using System.Text;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using Falk.Core.Backends.Qemu.Qmp;
 using Falk.Core.Machines;
@@ -36,8 +37,11 @@ internal sealed class QemuMachine(
 
     private const string PanicMarker = "Kernel panic";
 
+    /// <summary>How long a QEMU taken back after a restart gets to answer on its QMP socket.</summary>
+    private static readonly TimeSpan QmpReattachTimeout = TimeSpan.FromSeconds(15);
+
     private readonly QemuMachinePaths _paths = new(spec.WorkDirectory, spec.ConsoleLogPath);
-    private RunningProcess? _process;
+    private QemuProcess? _process;
     private QmpClient? _qmp;
     private Task? _eventPump;
     private string? _lastShutdownReason;
@@ -47,6 +51,8 @@ internal sealed class QemuMachine(
     public string Overlay => overlay;
 
     public Task<MachineExit>? Exited { get; private set; }
+
+    public string? Handle => JsonSerializer.Serialize(new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing));
 
     private bool IsRunning => _process is { HasExited: false } && _qmp is not null;
 
@@ -69,8 +75,13 @@ internal sealed class QemuMachine(
         {
             OwnProcessGroup = true,
             OnOutputLine = line => QemuLog.Output(logger, spec.MachineId, line),
+            Environment = new Dictionary<string, string?>
+            {
+                [QemuBackend.MachineIdVariable] = spec.MachineId,
+                [QemuBackend.InstanceVariable] = spec.InstanceId,
+            },
         };
-        var process = runner.Start(processSpec);
+        var process = new LaunchedQemu(runner.Start(processSpec));
         _process = process;
         QemuLog.Launched(logger, spec.MachineId, process.Pid, processSpec.ToString());
         Exited = DescribeExitAsync(process);
@@ -100,6 +111,41 @@ internal sealed class QemuMachine(
         {
             await ExecuteAsync("cont", cancellationToken).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Takes back a QEMU an earlier daemon started: it must be the very process recorded (pid and start time) and
+    /// answer on its QMP socket. Returns false, leaving the machine not running, when it does not.
+    /// </summary>
+    public async Task<bool> AdoptAsync(int pid, long startTime, CancellationToken cancellationToken)
+    {
+        if (!AdoptedQemu.IsSameLiveProcess(pid, startTime))
+        {
+            return false;
+        }
+
+        QmpClient qmp;
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(QmpReattachTimeout);
+            qmp = await QmpClient.ConnectAsync(_paths.QmpSocket, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is SocketException or QmpConnectionException
+            || (e is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        {
+            QemuLog.ReattachFailed(logger, spec.MachineId, pid, e.Message);
+            return false;
+        }
+
+        var process = new AdoptedQemu(pid, startTime);
+        _process = process;
+        _qmp = qmp;
+        _consoleStart = File.Exists(spec.ConsoleLogPath) ? new FileInfo(spec.ConsoleLogPath).Length : 0;
+        Exited = DescribeExitAsync(process);
+        _eventPump = PumpEventsAsync(qmp, process);
+        QemuLog.Reattached(logger, spec.MachineId, pid, _paths.QmpSocket);
+        return true;
     }
 
     public async Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
@@ -153,6 +199,7 @@ internal sealed class QemuMachine(
         if (_process is not null)
         {
             await _process.DisposeAsync().ConfigureAwait(false);
+            _process = null;
         }
 
         File.Delete(overlay);
@@ -241,7 +288,7 @@ internal sealed class QemuMachine(
         return await QmpClient.ConnectAsync(_paths.QmpSocket, timeout.Token).ConfigureAwait(false);
     }
 
-    private async Task<ProbeOutcome<QmpClient>> TryConnectAsync(RunningProcess process, CancellationToken cancellationToken)
+    private async Task<ProbeOutcome<QmpClient>> TryConnectAsync(QemuProcess process, CancellationToken cancellationToken)
     {
         if (process.HasExited)
         {
@@ -274,7 +321,7 @@ internal sealed class QemuMachine(
     }
 
     /// <summary>Logs events, and quits a QEMU that stays up after its guest shut down (a command with <c>-no-shutdown</c>).</summary>
-    private async Task PumpEventsAsync(QmpClient qmp, RunningProcess process)
+    private async Task PumpEventsAsync(QmpClient qmp, QemuProcess process)
     {
         await foreach (var qmpEvent in qmp.Events.ReadAllAsync().ConfigureAwait(false))
         {
@@ -287,7 +334,7 @@ internal sealed class QemuMachine(
         }
     }
 
-    private async Task QuitIfLingeringAsync(QmpClient qmp, RunningProcess process, string reason)
+    private async Task QuitIfLingeringAsync(QmpClient qmp, QemuProcess process, string reason)
     {
         try
         {
@@ -303,7 +350,7 @@ internal sealed class QemuMachine(
         }
     }
 
-    private async Task QuitOrKillAsync(RunningProcess process, CancellationToken cancellationToken)
+    private async Task QuitOrKillAsync(QemuProcess process, CancellationToken cancellationToken)
     {
         await TryExecuteAsync("quit", cancellationToken).ConfigureAwait(false);
         try
@@ -383,21 +430,21 @@ internal sealed class QemuMachine(
         }
     }
 
-    private async Task<MachineExit> DescribeExitAsync(RunningProcess process)
+    private async Task<MachineExit> DescribeExitAsync(QemuProcess process)
     {
         var code = await process.Exited.ConfigureAwait(false);
-        try
-        {
-            await process.WaitForOutputAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
-        }
-        catch (TimeoutException)
-        {
-            // Report what was read.
-        }
+        await process.WaitForOutputAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
 
         var tail = OutputTail();
         MachineExit exit;
-        if (code > 128)
+        if (code is null)
+        {
+            // Taken back after a restart, so not our child: the exit code is gone, but QMP told why it went.
+            exit = FindPanic() is { } panic ? new MachineExit(null, "the guest kernel panicked", panic + "\n…\n" + tail)
+                : _lastShutdownReason is null or "guest-panic" ? new MachineExit(null, $"QEMU ended{(_lastShutdownReason is null ? string.Empty : " (" + _lastShutdownReason + ")")}; its exit code is not known after a daemon restart", tail)
+                : new MachineExit(0, $"QEMU ended after a shutdown ({_lastShutdownReason})", tail);
+        }
+        else if (code > 128)
         {
             exit = new MachineExit(code, $"QEMU was ended by signal {code - 128} (exit code {code})", tail);
         }
