@@ -6,6 +6,7 @@ var benchmarks = new Dictionary<string, Func<string[], CancellationToken, Task<i
 {
     ["custom"] = CustomBenchmark.RunAsync,
     ["soak"] = SoakBenchmark.RunAsync,
+    ["qemu"] = QemuBenchmark.RunAsync,
 };
 
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var run))

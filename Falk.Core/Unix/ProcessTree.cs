@@ -70,6 +70,19 @@ public static class ProcessTree
         }
     }
 
+    /// <summary>A process's argument list (from /proc/PID/cmdline); empty when it is gone or not readable.</summary>
+    public static IReadOnlyList<string> Arguments(int pid)
+    {
+        try
+        {
+            return File.ReadAllText($"/proc/{pid}/cmdline").TrimEnd('\0').Split('\0');
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return [];
+        }
+    }
+
     /// <summary>Every live process whose ancestry leads to <paramref name="pid"/>.</summary>
     public static IReadOnlyList<int> Descendants(int pid)
     {

@@ -114,7 +114,7 @@ public sealed class DaemonTests
             control_socket = {socket}
             {Template}
             [old-vm]
-            type = qemu
+            type = lxd
             ssh_user = chantal
             """);
 
@@ -122,7 +122,7 @@ public sealed class DaemonTests
 
         code.Should().Be(0);
         stdout.Should().Contain("OK").And.Contain("local (custom)");
-        stderr.Should().Contain("[old-vm] type: 'qemu' machines are not supported by this build; template skipped");
+        stderr.Should().Contain("[old-vm] type: 'lxd' machines are not supported by this build; template skipped");
         File.Exists(socket).Should().BeFalse();
     }
 

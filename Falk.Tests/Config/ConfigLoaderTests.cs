@@ -80,13 +80,18 @@ public sealed class ConfigLoaderTests : IDisposable
         config.Daemon.ControlSocketPermissions.Should().Be((UnixFileMode)Convert.ToInt32("770", 8));
         config.Daemon.ControlSocketGroup.Should().Be("root");
         config.Daemon.VmPorts.Should().Be(new PortRange(7888, 8000));
-        config.Templates.Should().ContainSingle().Which.Should().Match<TemplateDefinition>(t =>
+        config.Templates.Select(t => t.Id).Should().Equal("debian-sid", "local-sshd");
+        var local = config.Templates[1];
+        local.Should().Match<TemplateDefinition>(t =>
             t.Id == "local-sshd" && t.Name == "local" && t.Type == "custom" && t.SshUser == "chantal" && t.SshHost == "localhost");
-        var custom = (CustomTemplateOptions)config.Templates[0].BackendOptions;
+        var custom = (CustomTemplateOptions)local.BackendOptions;
         custom.Launch.Should().Equal("/usr/sbin/sshd", "-D", "-e", "-p", "{SSHPORT}", "-f", "/etc/falk/sshd config");
-        config.Templates[0].KnownHostKeys.Should().ContainSingle().Which.PublicKeyLine.Should().Be(string.Join(' ', HostKeyLine.Split(' ')[..2]));
-        config.Warnings.Should().Contain(w => w.Contains("[debian-sid] type: 'qemu' machines are not supported by this build", StringComparison.Ordinal))
-            .And.Contain(w => w.Contains("[arch-podman] type: 'podman'", StringComparison.Ordinal))
+        local.KnownHostKeys.Should().ContainSingle().Which.PublicKeyLine.Should().Be(string.Join(' ', HostKeyLine.Split(' ')[..2]));
+        var qemu = (Falk.Core.Backends.Qemu.QemuTemplateOptions)config.Templates[0].BackendOptions;
+        qemu.BaseImage.Should().Be("/srv/falk/debian-sid.qcow2");
+        qemu.OverlayPrefix.Should().Be("/tmp/falk-debian-sid-overlay");
+        qemu.Command.Should().Contain("file={IMAGENAME},if=virtio");
+        config.Warnings.Should().Contain(w => w.Contains("[arch-podman] type: 'podman'", StringComparison.Ordinal))
             .And.Contain(w => w.Contains("[lxd-ubuntu] type: 'lxd'", StringComparison.Ordinal));
     }
 

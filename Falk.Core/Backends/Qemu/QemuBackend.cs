@@ -1,0 +1,234 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using Falk.Core.Config;
+using Falk.Core.Machines;
+using Falk.Core.Processes;
+using Falk.Core.Unix;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Falk.Core.Backends.Qemu;
+
+/// <summary>
+/// QEMU machines: a qcow2 overlay of the template's current image version per machine, QEMU as a process of its own
+/// controlled over QMP, the serial console in a file. At daemon start it removes what interrupted commits left.
+/// QEMU carries <c>FALK_MACHINE_ID</c> and <c>FALK_INSTANCE</c> in its environment (and <c>-name falk-ID</c>), so a
+/// QEMU left by an earlier run of this daemon can be told apart from any other; after a restart, a QEMU recorded in a
+/// machine's handle (pid and start time) that still answers on its QMP socket is taken back.
+/// </summary>
+public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogger<QemuBackend> logger) : IMachineBackend, IHostedService, IDisposable
+{
+    public const string MachineIdVariable = "FALK_MACHINE_ID";
+    public const string InstanceVariable = "FALK_INSTANCE";
+
+    /// <summary>How long a killed QEMU gets to disappear (and free its port) before recovery goes on.</summary>
+    private static readonly TimeSpan KillTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly ConcurrentDictionary<string, QemuImageVersions> _versions = new(StringComparer.Ordinal);
+    private readonly QemuImg _qemuImg = new(runner);
+
+    public string Type => QemuTemplateOptions.Descriptor.Type;
+
+    public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
+    {
+        var options = (QemuTemplateOptions)spec.Template.BackendOptions;
+        var versions = Versions(options.BaseImage);
+        var overlay = OverlayOf(spec.MachineId, spec.WorkDirectory, options);
+
+        // The name is claimed with O_EXCL before qemu-img writes to it: no check-then-create race with anyone.
+        try
+        {
+            new FileStream(overlay, FileMode.CreateNew, FileAccess.Write, FileShare.None).Dispose();
+        }
+        catch (IOException e)
+        {
+            throw new BackendOperationException($"cannot create the overlay {overlay} of machine {spec.MachineId}: {e.Message}", e);
+        }
+
+        var backing = versions.Acquire();
+        try
+        {
+            if (!File.Exists(backing))
+            {
+                throw new BackendOperationException($"the image {backing} of template '{spec.Template.Name}' does not exist");
+            }
+
+            await _qemuImg.CreateOverlayAsync(overlay, backing, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            File.Delete(overlay);
+            versions.Release(backing);
+            throw;
+        }
+
+        QemuLog.OverlayCreated(logger, spec.MachineId, overlay, backing);
+        return new QemuMachine(spec, options, overlay, backing, versions, _qemuImg, runner, logger);
+    }
+
+    public async Task<ReattachedMachine?> ReattachAsync(MachineSpec spec, string? handle, MachineState? recordedState, CancellationToken cancellationToken)
+    {
+        var options = (QemuTemplateOptions)spec.Template.BackendOptions;
+        var recorded = ReadHandle(handle);
+        var overlay = recorded?.Overlay ?? OverlayOf(spec.MachineId, spec.WorkDirectory, options);
+        if (recordedState is not null && recorded?.Backing is { } backing)
+        {
+            var versions = Versions(options.BaseImage);
+            var machine = new QemuMachine(spec, options, overlay, backing, versions, _qemuImg, runner, logger);
+            if (recorded is { Pid: { } pid, StartTime: { } startTime } && await machine.AdoptAsync(pid, startTime, cancellationToken).ConfigureAwait(false))
+            {
+                await KillStraysAsync(spec, except: pid, cancellationToken).ConfigureAwait(false);
+                versions.Adopt(backing);
+                return new ReattachedMachine(machine, Running: true);
+            }
+
+            await KillStraysAsync(spec, except: null, cancellationToken).ConfigureAwait(false);
+            if (recordedState is MachineState.Prepared or MachineState.Stopped or MachineState.Failed && File.Exists(overlay))
+            {
+                versions.Adopt(backing);
+                return new ReattachedMachine(machine, Running: false);
+            }
+        }
+
+        // Died during prepare, or QEMU ended while the daemon was away: undo what is left. No version was counted as
+        // used for it, so none is released here; versions nobody uses any more go once every machine is taken back.
+        await KillStraysAsync(spec, except: null, cancellationToken).ConfigureAwait(false);
+        var paths = new QemuMachinePaths(spec.WorkDirectory, spec.ConsoleLogPath);
+        foreach (var path in new[] { overlay, paths.QmpSocket, paths.PidFile }.Where(File.Exists))
+        {
+            File.Delete(path);
+        }
+
+        return null;
+    }
+
+    public async Task RemoveOrphansAsync(IReadOnlySet<string> knownMachineIds, CancellationToken cancellationToken)
+    {
+        var killed = new List<(int Pid, long? StartTime)>();
+        foreach (var pid in ProcessTree.WithEnvironment(InstanceVariable, config.Daemon.InstanceId))
+        {
+            if (ProcessTree.EnvironmentValue(pid, MachineIdVariable) is { } machineId
+                && !knownMachineIds.Contains(machineId)
+                && IsQemuOf(pid, machineId))
+            {
+                QemuLog.OrphanKilled(logger, machineId, pid);
+                killed.Add((pid, ProcessTree.StartTime(pid)));
+                ProcessTree.Kill(pid);
+            }
+        }
+
+        await WaitGoneAsync(killed, cancellationToken).ConfigureAwait(false);
+
+        // An overlay under an overlay_image prefix is this daemon's if the machine's work folder is in its state folder:
+        // the folder is made before the overlay and removed only after it. Other daemons' overlays are left alone.
+        var machinesFolder = Path.Combine(config.Daemon.StateDirectory, "machines");
+        var unknownIds = Directory.Exists(machinesFolder)
+            ? Directory.EnumerateDirectories(machinesFolder).Select(Path.GetFileName).OfType<string>().Where(id => !knownMachineIds.Contains(id)).ToList()
+            : [];
+        var qemuTemplates = config.Templates.Where(t => t.Type == Type).Select(t => (QemuTemplateOptions)t.BackendOptions).ToList();
+        foreach (var id in unknownIds)
+        {
+            foreach (var prefix in qemuTemplates.Select(o => o.OverlayPrefix).OfType<string>().Distinct(StringComparer.Ordinal))
+            {
+                var overlay = OverlayOf(id, Path.Combine(machinesFolder, id), prefix);
+                if (File.Exists(overlay))
+                {
+                    File.Delete(overlay);
+                    QemuLog.OrphanOverlayRemoved(logger, id, overlay);
+                }
+            }
+        }
+
+        // Every machine is taken back now, with the versions it uses counted: the rest can go.
+        foreach (var baseImage in qemuTemplates.Select(o => o.BaseImage).Distinct(StringComparer.Ordinal))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            Versions(baseImage).RemoveUnusedVersions();
+        }
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        foreach (var template in config.Templates.Where(t => t.Type == Type))
+        {
+            Versions(((QemuTemplateOptions)template.BackendOptions).BaseImage).RemovePartials();
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public void Dispose()
+    {
+        foreach (var versions in _versions.Values)
+        {
+            versions.Dispose();
+        }
+    }
+
+    private QemuImageVersions Versions(string baseImage) =>
+        _versions.GetOrAdd(baseImage, b => new QemuImageVersions(b, _qemuImg, logger));
+
+    /// <summary>Where a machine's overlay is: in its work folder, or named by the template's <c>overlay_image</c> prefix and the machine id.</summary>
+    private static string OverlayOf(string machineId, string workDirectory, QemuTemplateOptions options) =>
+        OverlayOf(machineId, workDirectory, options.OverlayPrefix);
+
+    private static string OverlayOf(string machineId, string workDirectory, string? prefix) =>
+        prefix is null ? Path.Combine(workDirectory, "overlay.qcow2") : $"{prefix}-{machineId}.qcow2";
+
+    private static QemuHandle? ReadHandle(string? handle)
+    {
+        if (handle is null)
+        {
+            return null;
+        }
+
+        try
+        {
+            return JsonSerializer.Deserialize<QemuHandle>(handle);
+        }
+        catch (JsonException)
+        {
+            // Not a QEMU handle (a record from something else): treated as no handle, so the machine is cleaned up.
+            return null;
+        }
+    }
+
+    /// <summary>A QEMU started for the machine: <c>-name falk-ID</c> on its command line as well as the markers in its environment.</summary>
+    private static bool IsQemuOf(int pid, string machineId)
+    {
+        var arguments = ProcessTree.Arguments(pid);
+        return arguments.Zip(arguments.Skip(1)).Any(pair => pair is ("-name", var name) && name == "falk-" + machineId);
+    }
+
+    /// <summary>Kills every QEMU of this machine and daemon instance but <paramref name="except"/> (one started by a launch the record missed).</summary>
+    private async Task KillStraysAsync(MachineSpec spec, int? except, CancellationToken cancellationToken)
+    {
+        var killed = new List<(int Pid, long? StartTime)>();
+        foreach (var pid in ProcessTree.WithEnvironment(MachineIdVariable, spec.MachineId))
+        {
+            if (pid != except && ProcessTree.EnvironmentValue(pid, InstanceVariable) == spec.InstanceId && IsQemuOf(pid, spec.MachineId))
+            {
+                QemuLog.StrayKilled(logger, spec.MachineId, pid);
+                killed.Add((pid, ProcessTree.StartTime(pid)));
+                ProcessTree.Kill(pid);
+            }
+        }
+
+        await WaitGoneAsync(killed, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Waits, bounded, until killed processes are gone: their ports and files are free for what comes next.</summary>
+    private static async Task WaitGoneAsync(IReadOnlyList<(int Pid, long? StartTime)> killed, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + KillTimeout;
+        while (killed.Any(k => k.StartTime is { } start && AdoptedQemu.IsSameLiveProcess(k.Pid, start)) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+        }
+    }
+}
+
+/// <summary>What a QEMU machine needs to be found again: its QEMU (pid and start time, once launched), overlay and backing version.</summary>
+internal sealed record QemuHandle(int? Pid, long? StartTime, string Overlay, string Backing);

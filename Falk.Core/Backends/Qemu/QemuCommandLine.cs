@@ -1,0 +1,51 @@
+using System.Globalization;
+
+namespace Falk.Core.Backends.Qemu;
+
+/// <summary>Where a machine's QEMU keeps what Falk controls it by: all inside the machine's work folder.</summary>
+public sealed record QemuMachinePaths(string WorkDirectory, string ConsoleLog)
+{
+    public string QmpSocket => Path.Combine(WorkDirectory, "qmp.sock");
+
+    public string PidFile => Path.Combine(WorkDirectory, "qemu.pid");
+}
+
+/// <summary>Builds the argument list QEMU is started with: the template's command, substituted, plus Falk's own options.</summary>
+public static class QemuCommandLine
+{
+    public static IReadOnlyList<string> Build(QemuTemplateOptions options, string machineId, string overlay, int sshPort, QemuMachinePaths paths)
+    {
+        var port = sshPort.ToString(CultureInfo.InvariantCulture);
+        var args = options.Command.Select(a => Substitute(a, overlay, port)).ToList();
+        args.AddRange(
+        [
+            "-name", "falk-" + machineId,
+            "-chardev", $"socket,id=falk-qmp,path={EscapeOptionValue(paths.QmpSocket)},server=on,wait=off",
+            "-mon", "chardev=falk-qmp,mode=control",
+            "-chardev", $"file,id=falk-serial,path={EscapeOptionValue(paths.ConsoleLog)},append=on",
+            "-serial", "chardev:falk-serial",
+            "-pidfile", paths.PidFile,
+        ]);
+        return args;
+    }
+
+    /// <summary>
+    /// Substitutes the placeholders of one argument. Inside QEMU's <c>key=value,key=value</c> syntax (an argument with
+    /// a <c>,</c> or <c>=</c> of its own, e.g. <c>file={IMAGENAME},if=virtio</c>) a comma of the path is doubled, as
+    /// QEMU reads it; an argument that is the bare path (<c>-hda {IMAGENAME}</c>) takes it as it is.
+    /// </summary>
+    public static string Substitute(string argument, string image, string sshPort)
+    {
+        var withPort = argument.Replace(QemuTemplateOptions.SshPortPlaceholder, sshPort, StringComparison.Ordinal);
+        if (!withPort.Contains(QemuTemplateOptions.ImagePlaceholder, StringComparison.Ordinal))
+        {
+            return withPort;
+        }
+
+        var optionSyntax = withPort.Replace(QemuTemplateOptions.ImagePlaceholder, string.Empty, StringComparison.Ordinal).AsSpan().IndexOfAny(',', '=') >= 0;
+        return withPort.Replace(QemuTemplateOptions.ImagePlaceholder, optionSyntax ? EscapeOptionValue(image) : image, StringComparison.Ordinal);
+    }
+
+    /// <summary>QEMU's option syntax splits at commas; a comma inside a value is written twice.</summary>
+    public static string EscapeOptionValue(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
+}

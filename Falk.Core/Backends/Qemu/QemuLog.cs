@@ -1,0 +1,64 @@
+using Microsoft.Extensions.Logging;
+
+namespace Falk.Core.Backends.Qemu;
+
+/// <summary>Log messages of the QEMU backend (event ids 6000–6099).</summary>
+internal static partial class QemuLog
+{
+    [LoggerMessage(6000, LogLevel.Information, "Machine {MachineId}: overlay {Overlay} on image {Backing}")]
+    public static partial void OverlayCreated(ILogger logger, string machineId, string overlay, string backing);
+
+    [LoggerMessage(6001, LogLevel.Information, "Machine {MachineId}: QEMU started, pid {Pid}: {Command}")]
+    public static partial void Launched(ILogger logger, string machineId, int pid, string command);
+
+    [LoggerMessage(6002, LogLevel.Information, "Machine {MachineId}: QMP connected on {Socket}")]
+    public static partial void QmpConnected(ILogger logger, string machineId, string socket);
+
+    [LoggerMessage(6003, LogLevel.Debug, "Machine {MachineId}: QMP event {Event} {Data}")]
+    public static partial void QmpEvent(ILogger logger, string machineId, string @event, string data);
+
+    [LoggerMessage(6004, LogLevel.Information, "Machine {MachineId}: asking the guest to power down (up to {GraceSeconds} s)")]
+    public static partial void PoweringDown(ILogger logger, string machineId, double graceSeconds);
+
+    [LoggerMessage(6005, LogLevel.Warning, "Machine {MachineId}: the guest did not power down in time: {Fallback}")]
+    public static partial void PowerdownTimedOut(ILogger logger, string machineId, string fallback);
+
+    [LoggerMessage(6006, LogLevel.Information, "Machine {MachineId}: {Description}")]
+    public static partial void Exited(ILogger logger, string machineId, string description);
+
+    [LoggerMessage(6007, LogLevel.Debug, "Machine {MachineId}: QEMU: {Line}")]
+    public static partial void Output(ILogger logger, string machineId, string line);
+
+    [LoggerMessage(6008, LogLevel.Information, "Machine {MachineId}: snapshot {Snapshot} {Action} ({Mode})")]
+    public static partial void Snapshot(ILogger logger, string machineId, string snapshot, string action, string mode);
+
+    [LoggerMessage(6009, LogLevel.Information, "Template image {BaseImage}: version {Version} is current ({Path}), from machine {MachineId}")]
+    public static partial void VersionCommitted(ILogger logger, string baseImage, string version, string path, string machineId);
+
+    [LoggerMessage(6010, LogLevel.Information, "Template image {BaseImage}: removed version {Path}, which no machine uses")]
+    public static partial void VersionRemoved(ILogger logger, string baseImage, string path);
+
+    [LoggerMessage(6011, LogLevel.Warning, "Template image {BaseImage}: removed {Path}, left by a commit that did not finish")]
+    public static partial void PartialRemoved(ILogger logger, string baseImage, string path);
+
+    [LoggerMessage(6012, LogLevel.Warning, "Machine {MachineId}: the guest shut down ({Reason}) but QEMU kept running; quitting it")]
+    public static partial void QuitAfterShutdown(ILogger logger, string machineId, string reason);
+
+    [LoggerMessage(6013, LogLevel.Warning, "Template image {BaseImage}: could not remove {Path}")]
+    public static partial void RemoveFailed(ILogger logger, string baseImage, string path, Exception exception);
+
+    [LoggerMessage(6014, LogLevel.Information, "Machine {MachineId}: took back QEMU pid {Pid}, QMP answers on {Socket}")]
+    public static partial void Reattached(ILogger logger, string machineId, int pid, string socket);
+
+    [LoggerMessage(6015, LogLevel.Warning, "Machine {MachineId}: QEMU pid {Pid} lives but its QMP socket does not answer ({Reason}); killing it")]
+    public static partial void ReattachFailed(ILogger logger, string machineId, int pid, string reason);
+
+    [LoggerMessage(6016, LogLevel.Warning, "Killed QEMU pid {Pid} of unknown machine {MachineId}")]
+    public static partial void OrphanKilled(ILogger logger, string machineId, int pid);
+
+    [LoggerMessage(6017, LogLevel.Warning, "Removed overlay {Overlay} of unknown machine {MachineId}")]
+    public static partial void OrphanOverlayRemoved(ILogger logger, string machineId, string overlay);
+
+    [LoggerMessage(6018, LogLevel.Warning, "Machine {MachineId}: killed QEMU pid {Pid}, which was not the recorded process")]
+    public static partial void StrayKilled(ILogger logger, string machineId, int pid);
+}
