@@ -1,4 +1,5 @@
 using Falk.Core.Backends.Custom;
+using Falk.Core.Backends.Podman;
 using Falk.Core.Config;
 
 namespace Falk.Core.Backends;
@@ -9,6 +10,7 @@ public static class BackendModules
     public static IReadOnlyList<IBackendModule> All { get; } =
     [
         new CustomBackendModule(),
+        new PodmanBackendModule(),
     ];
 
     public static IReadOnlyList<BackendDescriptor> Descriptors { get; } = All.Select(m => m.Descriptor).ToList();

@@ -41,6 +41,9 @@ public sealed record DaemonOptions
     public IReadOnlyList<string> AdminUsers { get; init; } = [];
 
     public IReadOnlyList<string> AdminGroups { get; init; } = [];
+
+    /// <summary>What each backend read of this section (<see cref="BackendDescriptor.ParseDaemonOptions"/>), by backend type.</summary>
+    public IReadOnlyDictionary<string, object> BackendOptions { get; init; } = new Dictionary<string, object>();
 }
 
 /// <summary>An inclusive range of TCP ports.</summary>
