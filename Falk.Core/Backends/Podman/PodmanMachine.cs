@@ -129,42 +129,46 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     }
 
     /// <summary>
-    /// The container's output. Following: what was logged so far, then new lines until the machine stops. Podman sends
-    /// a followed log's headers only with the next line, so the lines already there are read without follow first
-    /// (with timestamps, which also tell which followed lines were already written).
+    /// The container's output; following, with new lines as they are logged until the machine stops. The answer's
+    /// headers go out first: podman holds a followed log's own headers back until it has a line to send. Podman 4.3
+    /// can end a followed log at the container's exit before its last lines, so those are read again afterwards.
     /// </summary>
     public async Task CopyConsoleAsync(Stream destination, bool follow, CancellationToken cancellationToken)
     {
         var id = ContainerId;
         var exited = Exited;
-        var running = follow && exited is not null && !exited.IsCompleted;
-        DateTimeOffset? last = null;
-        await Engine("read console", async () =>
-        {
-            using var logs = await _containers.LogsAsync(id, new ContainerLogQuery(Follow: false, Timestamps: true), cancellationToken).ConfigureAwait(false);
-            last = await LogLines.CopyAsync(logs, destination, after: null, cancellationToken).ConfigureAwait(false);
-        }).ConfigureAwait(false);
+        follow = follow && exited is not null && !exited.IsCompleted;
         await destination.FlushAsync(cancellationToken).ConfigureAwait(false);
-        if (!running)
+
+        long sent = 0;
+        if (follow)
         {
-            return;
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _watch.Token);
+            _ = exited!.ContinueWith(_ => CancelSoon(stop), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            try
+            {
+                await Engine("read the console of", async () =>
+                {
+                    using var logs = await _containers.LogsAsync(id, new ContainerLogQuery(Follow: true), stop.Token).ConfigureAwait(false);
+                    sent = await logs.CopyToAsync(destination, 0, stop.Token).ConfigureAwait(false);
+                }).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && !_watch.IsCancellationRequested)
+            {
+                // The machine stopped and podman did not end the stream itself: the rest is read below.
+            }
+            catch (BackendUnavailableException) when (!cancellationToken.IsCancellationRequested)
+            {
+                // The engine went away mid-stream; what was sent stays sent.
+                return;
+            }
         }
 
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _watch.Token);
-        _ = exited!.ContinueWith(_ => CancelSoon(stop), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        try
+        await Engine("read the console of", async () =>
         {
-            using var logs = await _containers.LogsAsync(id, new ContainerLogQuery(Follow: true, Timestamps: true, Since: last), stop.Token).ConfigureAwait(false);
-            await LogLines.CopyAsync(logs, destination, last, stop.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            // The machine stopped (or was deleted): that ends the stream.
-        }
-        catch (BackendUnavailableException) when (!cancellationToken.IsCancellationRequested)
-        {
-            // The engine went away mid-stream; what was sent stays sent.
-        }
+            using var logs = await _containers.LogsAsync(id, new ContainerLogQuery(Follow: false), cancellationToken).ConfigureAwait(false);
+            await logs.CopyToAsync(destination, sent, cancellationToken).ConfigureAwait(false);
+        }).ConfigureAwait(false);
     }
 
     public async Task<SnapshotInfo> CreateSnapshotAsync(string name, CancellationToken cancellationToken)
@@ -315,8 +319,8 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
                     _outputTail = tail;
                 }
 
-                exit = new MachineExit((int)code.Value, status?.OomKilled == true
-                    ? $"container was killed for running out of memory (exit code {code})"
+                exit = new MachineExit((int)code.Value, status is null ? $"container {id} exited with code {code} and is gone (removed outside Falk)"
+                    : status.OomKilled ? $"container was killed for running out of memory (exit code {code})"
                     : $"container exited with code {code}", tail);
             }
 
@@ -388,7 +392,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     {
         try
         {
-            using var logs = await _containers.LogsAsync(id, new ContainerLogQuery(Follow: false, Timestamps: false, Tail: 20), token).ConfigureAwait(false);
+            using var logs = await _containers.LogsAsync(id, new ContainerLogQuery(Follow: false, Tail: 20), token).ConfigureAwait(false);
             using var text = new MemoryStream();
             var buffer = new byte[8192];
             int read;

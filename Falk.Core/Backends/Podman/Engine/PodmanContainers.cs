@@ -64,9 +64,9 @@ public interface IPodmanContainers
     Task<IReadOnlyList<ContainerSummary>> ListAsync(IReadOnlyDictionary<string, string> labels, CancellationToken cancellationToken);
 }
 
+/// <param name="Follow">Keep the stream open for new lines until the container stops.</param>
 /// <param name="Tail">Lines from the end, or null for all.</param>
-/// <param name="Since">Only lines logged at or after this time.</param>
-public sealed record ContainerLogQuery(bool Follow, bool Timestamps, int? Tail = null, DateTimeOffset? Since = null);
+public sealed record ContainerLogQuery(bool Follow, int? Tail = null);
 
 /// <summary>A container's log as a stream of bytes (the engine's multiplexing already removed).</summary>
 public sealed class ContainerLog(MultiplexedStream stream) : IDisposable
@@ -76,6 +76,29 @@ public sealed class ContainerLog(MultiplexedStream stream) : IDisposable
     {
         var result = await stream.ReadOutputAsync(buffer, 0, buffer.Length, cancellationToken).ConfigureAwait(false);
         return result.EOF ? 0 : result.Count;
+    }
+
+    /// <summary>
+    /// Copies the log to <paramref name="destination"/> after skipping its first <paramref name="skip"/> bytes, flushing
+    /// after each chunk so a follower sees lines as they come. Returns the bytes read (skipped ones included).
+    /// </summary>
+    public async Task<long> CopyToAsync(Stream destination, long skip, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[16 * 1024];
+        long total = 0;
+        int read;
+        while ((read = await ReadAsync(buffer, cancellationToken).ConfigureAwait(false)) > 0)
+        {
+            var offset = (int)Math.Clamp(skip - total, 0, read);
+            total += read;
+            if (offset < read)
+            {
+                await destination.WriteAsync(buffer.AsMemory(offset, read - offset), cancellationToken).ConfigureAwait(false);
+                await destination.FlushAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        return total;
     }
 
     public void Dispose() => stream.Dispose();
@@ -229,9 +252,7 @@ internal sealed class PodmanContainers(PodmanEngine engine) : IPodmanContainers
             ShowStdout = true,
             ShowStderr = true,
             Follow = query.Follow,
-            Timestamps = query.Timestamps,
             Tail = query.Tail?.ToString(CultureInfo.InvariantCulture) ?? "all",
-            Since = query.Since?.ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture),
         };
         var stream = await engine.CallAsync($"read the log of container {id}",
             (client, ct) => client.Containers.GetContainerLogsAsync(id, parameters, ct), cancellationToken).ConfigureAwait(false);
