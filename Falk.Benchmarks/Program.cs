@@ -5,6 +5,7 @@ using Falk.Benchmarks;
 var benchmarks = new Dictionary<string, Func<string[], CancellationToken, Task<int>>>(StringComparer.Ordinal)
 {
     ["custom"] = CustomBenchmark.RunAsync,
+    ["podman"] = PodmanBenchmark.RunAsync,
 };
 
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var run))

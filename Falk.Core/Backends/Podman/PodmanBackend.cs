@@ -16,11 +16,13 @@ public sealed class PodmanBackend : IMachineBackend
 {
     private readonly IPodmanContainers _containers;
     private readonly IPodmanImages _images;
+    private readonly PodmanExitWatch _exits;
     private readonly PodmanImageStore _store;
     private readonly ILogger<PodmanBackend> _logger;
 
-    public PodmanBackend(FalkConfig config, IPodmanContainers containers, IPodmanImages images, PodmanImageStore store, ILogger<PodmanBackend> logger)
+    public PodmanBackend(FalkConfig config, IPodmanContainers containers, IPodmanImages images, PodmanExitWatch exits, PodmanImageStore store, ILogger<PodmanBackend> logger)
     {
+        _exits = exits;
         _containers = containers;
         _images = images;
         _store = store;
@@ -61,7 +63,8 @@ public sealed class PodmanBackend : IMachineBackend
                     var keys = spec.Template.KnownHostKeys.Count > 0
                         ? []
                         : await DiscoverHostKeysAsync(spec, containerId, imageId, cancellationToken).ConfigureAwait(false);
-                    return new PodmanMachine(spec, containerSpec, containerId, keys, _containers, _images, _store, _logger);
+                    var fromCommittedVersion = reference != options.BaseImage;
+                    return new PodmanMachine(spec, containerSpec, containerId, fromCommittedVersion, keys, _containers, _images, _exits, _store, _logger);
                 }
                 catch
                 {

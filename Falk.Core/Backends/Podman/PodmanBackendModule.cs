@@ -20,6 +20,7 @@ public sealed class PodmanBackendModule : IBackendModule
         services.AddSingleton<IPodmanImages, PodmanImages>();
         services.AddSingleton(new PodmanNaming(config.Daemon.Name));
         services.AddSingleton<PodmanImageStore>();
+        services.AddSingleton<PodmanExitWatch>();
         services.AddSingleton<IMachineBackend, PodmanBackend>();
     }
 }

@@ -47,6 +47,9 @@ internal static partial class PodmanLog
     [LoggerMessage(5013, LogLevel.Warning, "Machine {MachineId}: the podman API went away while Falk waited for container {ContainerId}; watching again once it is back")]
     public static partial void WatchInterrupted(ILogger logger, string machineId, string containerId);
 
+    [LoggerMessage(5015, LogLevel.Warning, "The podman event stream broke ({Reason}); reconnecting")]
+    public static partial void EventsInterrupted(ILogger logger, string reason);
+
     [LoggerMessage(5014, LogLevel.Warning, "Machine {MachineId}: {Operation} failed: {Reason}")]
     public static partial void OperationFailed(ILogger logger, string machineId, string operation, string reason);
 }

@@ -7,7 +7,7 @@ using Microsoft.Extensions.Logging;
 namespace Falk.Core.Backends.Podman;
 
 /// <summary>
-/// One machine: one container. Its exit is watched with the engine's wait; the watch survives the engine going away
+/// One machine: one container. Its exit is watched through the engine's events (<see cref="PodmanExitWatch"/>); the watch survives the engine going away
 /// (it waits for the engine to come back) and a snapshot restore (it moves to the replacement container).
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "The watch token source has no timer; it is cancelled at cleanup and left to the GC, since a console copy may still hold its token.")]
@@ -19,10 +19,12 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     private readonly ContainerSpec _containerSpec;
     private readonly IPodmanContainers _containers;
     private readonly IPodmanImages _images;
+    private readonly PodmanExitWatch _exits;
     private readonly PodmanImageStore _store;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _watch = new();
     private readonly Lock _lock = new();
+    private readonly bool _fromCommittedVersion;
 
     // Guarded by _lock: the container now serving the machine, bumped with every replacement.
     private string _containerId;
@@ -30,9 +32,16 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     private TaskCompletionSource? _replacement;
     private string _outputTail = string.Empty;
 
-    public PodmanMachine(MachineSpec spec, ContainerSpec containerSpec, string containerId, IReadOnlyList<HostKey> discoveredHostKeys,
-        IPodmanContainers containers, IPodmanImages images, PodmanImageStore store, ILogger logger)
+    // Set by stop and kill, so the watch does not read the output of an exit Falk caused; a snapshot made means
+    // cleanup has images to remove; a machine of a committed version may leave that version unused.
+    private volatile bool _exitExpected;
+    private volatile bool _snapshotsMade;
+
+    public PodmanMachine(MachineSpec spec, ContainerSpec containerSpec, string containerId, bool fromCommittedVersion,
+        IReadOnlyList<HostKey> discoveredHostKeys, IPodmanContainers containers, IPodmanImages images, PodmanExitWatch exits, PodmanImageStore store, ILogger logger)
     {
+        _exits = exits;
+        _fromCommittedVersion = fromCommittedVersion;
         _spec = spec;
         _containerSpec = containerSpec;
         _containerId = containerId;
@@ -61,15 +70,20 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     public async Task LaunchAsync(CancellationToken cancellationToken)
     {
         var id = ContainerId;
-        await Engine("start", async () =>
+        _exitExpected = false;
+        try
         {
-            if (await _containers.InspectAsync(id, cancellationToken).ConfigureAwait(false) is null)
-            {
-                throw new BackendOperationException($"container {id} of machine {_spec.MachineId} is gone (removed outside Falk); delete the machine");
-            }
-
             await _containers.StartAsync(id, cancellationToken).ConfigureAwait(false);
-        }).ConfigureAwait(false);
+        }
+        catch (PodmanApiException e) when (e.IsNotFound)
+        {
+            throw new BackendOperationException($"container {id} of machine {_spec.MachineId} is gone (removed outside Falk); delete the machine", e);
+        }
+        catch (PodmanApiException e)
+        {
+            throw new BackendOperationException($"podman could not start machine {_spec.MachineId}: {e.Message}", e);
+        }
+
         PodmanLog.Started(_logger, _spec.MachineId, id);
         Exited = WatchAsync();
     }
@@ -78,6 +92,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     public async Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
     {
         var id = ContainerId;
+        _exitExpected = true;
         await Engine("stop", async () =>
         {
             await _containers.StopAsync(id, grace, cancellationToken).ConfigureAwait(false);
@@ -88,6 +103,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     public Task KillAsync(CancellationToken cancellationToken)
     {
         var id = ContainerId;
+        _exitExpected = true;
         return Engine("kill", () => _containers.KillAsync(id, cancellationToken));
     }
 
@@ -103,11 +119,19 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
             }
 
             await _watch.CancelAsync().ConfigureAwait(false);
-            foreach (var snapshot in await SnapshotImagesAsync(cancellationToken).ConfigureAwait(false))
+            if (_snapshotsMade)
             {
-                await _images.RemoveAsync(snapshot.Reference, force: true, cancellationToken).ConfigureAwait(false);
+                foreach (var snapshot in await SnapshotImagesAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    await _images.RemoveAsync(snapshot.Reference, force: true, cancellationToken).ConfigureAwait(false);
+                }
             }
         }).ConfigureAwait(false);
+
+        if (!_fromCommittedVersion && !_spec.Manage)
+        {
+            return;
+        }
 
         try
         {
@@ -175,6 +199,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     {
         var id = ContainerId;
         var naming = _store.Naming;
+        _snapshotsMade = true;
         return await Engine("snapshot", async () =>
         {
             var imageId = await _images.CommitAsync(id, naming.SnapshotRepository(_spec.MachineId), PodmanNaming.SnapshotTag(name), new Dictionary<string, string>
@@ -283,7 +308,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
             long? code;
             try
             {
-                code = await _containers.WaitAsync(id, token).ConfigureAwait(false);
+                code = await _exits.WaitForExitAsync(id, token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (token.IsCancellationRequested)
             {
@@ -309,6 +334,10 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
             if (code is null)
             {
                 exit = new MachineExit(null, $"container {id} is gone (removed outside Falk)", OutputTail());
+            }
+            else if (_exitExpected)
+            {
+                exit = new MachineExit((int)code.Value, $"container stopped by Falk (exit code {code})", string.Empty);
             }
             else
             {

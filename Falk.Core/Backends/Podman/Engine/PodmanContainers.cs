@@ -49,9 +49,6 @@ public interface IPodmanContainers
     /// <summary>SIGKILL. False when it was not running or is gone.</summary>
     Task<bool> KillAsync(string id, CancellationToken cancellationToken);
 
-    /// <summary>Waits until the container is not running and returns its exit code; null when it does not exist.</summary>
-    Task<long?> WaitAsync(string id, CancellationToken cancellationToken);
-
     /// <summary>Forced removal. False when it was already gone.</summary>
     Task<bool> RemoveAsync(string id, CancellationToken cancellationToken);
 
@@ -182,20 +179,6 @@ internal sealed class PodmanContainers(PodmanEngine engine) : IPodmanContainers
         catch (PodmanApiException e) when (e.IsNotFound || e.IsNotRunning || e.IsConflict)
         {
             return false;
-        }
-    }
-
-    public async Task<long?> WaitAsync(string id, CancellationToken cancellationToken)
-    {
-        try
-        {
-            var result = await engine.CallAsync($"wait for container {id}",
-                (client, ct) => client.Containers.WaitContainerAsync(id, ct), cancellationToken).ConfigureAwait(false);
-            return result.StatusCode;
-        }
-        catch (PodmanApiException e) when (e.IsNotFound)
-        {
-            return null;
         }
     }
 
