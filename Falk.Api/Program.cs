@@ -72,6 +72,7 @@ app.MapInfoEndpoints();
 app.MapTemplateEndpoints();
 app.MapMachineEndpoints();
 app.MapSnapshotEndpoints();
+app.MapEventEndpoints();
 app.RemoveControlSocketOnStop(config.Daemon);
 app.LogListening(config.Daemon);
 

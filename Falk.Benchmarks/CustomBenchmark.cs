@@ -2,8 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
-using Falk.Client;
-using Falk.Core.Machines;
 using Falk.Core.Processes;
 using Falk.Core.Ssh;
 
@@ -18,63 +16,31 @@ public static class CustomBenchmark
     public static async Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
     {
         var runs = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 20;
-        var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
-        try
+        var bench = await SshdWorkbench.StartAsync("[27800,27899]", cancellationToken);
+        await using (bench)
         {
             var runner = new ProcessRunner();
-            var hostKey = Path.Combine(work, "host_key");
-            await runner.RunAsync(new ProcessSpec(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey]), TimeSpan.FromSeconds(30), cancellationToken);
-            Directory.CreateDirectory("/run/sshd");
-            var sshdConfig = Path.Combine(work, "sshd_config");
-            await File.WriteAllTextAsync(sshdConfig, $"HostKey {hostKey}\nListenAddress 127.0.0.1\nPidFile none\nUsePAM no\n", cancellationToken);
-            var key = HostKey.TryParse(await File.ReadAllTextAsync(hostKey + ".pub", cancellationToken), out _)!;
-
-            var socket = Path.Combine(work, "falk.sock");
-            var config = Path.Combine(work, "falk.conf");
-            await File.WriteAllTextAsync(config, $"""
-                [falk]
-                control_socket = {socket}
-                state_dir = {Path.Combine(work, "state")}
-                vm_ports = [27800,27899]
-                [sshd]
-                type = custom
-                launch = /usr/sbin/sshd -D -e -p {"{SSHPORT}"} -f {sshdConfig}
-                ssh_user = root
-                ssh_host = 127.0.0.1
-                ssh_known_host_key_file = {hostKey}.pub
-                """, cancellationToken);
-
-            using var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(2));
-            var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);
-            await using (daemon)
+            var readiness = new SshReadiness(new SshNetProbe(), TimeProvider.System);
+            var viaFalk = new List<double>();
+            var direct = new List<double>();
+            for (var i = 0; i < runs + 2; i++)
             {
-                var readiness = new SshReadiness(new SshNetProbe(), TimeProvider.System);
-                var viaFalk = new List<double>();
-                var direct = new List<double>();
-                for (var i = 0; i < runs + 2; i++)
+                var falk = await ThroughFalkAsync(bench.Client, cancellationToken);
+                var hand = await ByHandAsync(runner, readiness, bench.SshdConfig, bench.HostKey, 27900 + (i % 50), cancellationToken);
+                if (i >= 2)
                 {
-                    var falk = await ThroughFalkAsync(client, cancellationToken);
-                    var hand = await ByHandAsync(runner, readiness, sshdConfig, key, 27900 + (i % 50), cancellationToken);
-                    if (i >= 2)
-                    {
-                        // The first two runs warm up the JIT and the page cache on both sides.
-                        viaFalk.Add(falk);
-                        direct.Add(hand);
-                    }
+                    // The first two runs warm up the JIT and the page cache on both sides.
+                    viaFalk.Add(falk);
+                    direct.Add(hand);
                 }
-
-                Console.WriteLine($"custom backend (Debian sshd), {runs} interleaved runs after 2 warm-up runs");
-                Console.WriteLine(Stats.Describe("through Falk: create+boot?wait=ssh+delete", viaFalk));
-                Console.WriteLine(Stats.Describe("by hand: start sshd+same probe+kill", direct));
-                Console.WriteLine($"{"ratio of medians (Falk / by hand)",-40} {Stats.Median(viaFalk) / Stats.Median(direct):0.00}");
-                Console.WriteLine($"{"Falk's overhead (difference of medians)",-40} {Stats.Median(viaFalk) - Stats.Median(direct):0.0} ms");
             }
 
+            Console.WriteLine($"custom backend (Debian sshd), {runs} interleaved runs after 2 warm-up runs");
+            Console.WriteLine(Stats.Describe("through Falk: create+boot?wait=ssh+delete", viaFalk));
+            Console.WriteLine(Stats.Describe("by hand: start sshd+same probe+kill", direct));
+            Console.WriteLine($"{"ratio of medians (Falk / by hand)",-40} {Stats.Median(viaFalk) / Stats.Median(direct):0.00}");
+            Console.WriteLine($"{"Falk's overhead (difference of medians)",-40} {Stats.Median(viaFalk) - Stats.Median(direct):0.0} ms");
             return 0;
-        }
-        finally
-        {
-            Directory.Delete(work, recursive: true);
         }
     }
 

@@ -5,6 +5,7 @@ using Falk.Benchmarks;
 var benchmarks = new Dictionary<string, Func<string[], CancellationToken, Task<int>>>(StringComparer.Ordinal)
 {
     ["custom"] = CustomBenchmark.RunAsync,
+    ["soak"] = SoakBenchmark.RunAsync,
     ["podman"] = PodmanBenchmark.RunAsync,
 };
 

@@ -6,7 +6,12 @@ namespace Falk.Api.Contracts;
 /// <param name="Template">Name of the template to make the machine from.</param>
 /// <param name="Manage">Management mode: changes can be committed as the template's new image (admins only).</param>
 /// <param name="Labels">Free-form labels, e.g. the CI job; keys <c>[A-Za-z0-9._/-]</c>.</param>
-public sealed record CreateMachineBody(string? Template, bool? Manage, Dictionary<string, string>? Labels);
+/// <param name="LeaseSeconds">How long the machine lives without a renewal (default and maximum from the config).</param>
+public sealed record CreateMachineBody(string? Template, bool? Manage, Dictionary<string, string>? Labels, int? LeaseSeconds);
+
+/// <summary>Body of <c>PUT /v1/machines/{id}/lease</c>.</summary>
+/// <param name="Seconds">The lease now ends this many seconds from now.</param>
+public sealed record RenewLeaseBody(int? Seconds);
 
 /// <summary>Body of <c>POST /v1/machines/{id}/stop</c>.</summary>
 /// <param name="TimeoutSeconds">How long the guest may take to shut down before it is forced off (default 30).</param>
@@ -21,12 +26,13 @@ public sealed record MachineResponse(
     int OwnerUid,
     DateTimeOffset CreatedAt,
     DateTimeOffset StateChangedAt,
+    DateTimeOffset LeaseExpiresAt,
     IReadOnlyDictionary<string, string> Labels,
     SshResponse Ssh,
     string? LastError)
 {
     public static MachineResponse From(MachineView m) =>
-        new(m.Id, m.Template, m.State.ToWire(), m.Manage, m.OwnerUid, m.CreatedAt, m.StateChangedAt, m.Labels, SshResponse.From(m.Ssh), m.LastError);
+        new(m.Id, m.Template, m.State.ToWire(), m.Manage, m.OwnerUid, m.CreatedAt, m.StateChangedAt, m.LeaseExpiresAt, m.Labels, SshResponse.From(m.Ssh), m.LastError);
 }
 
 /// <summary>How to log in to a machine, ready for a known_hosts file.</summary>

@@ -74,6 +74,12 @@ public static class MachineEndpoints
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound);
 
+        group.MapPut("/{id}/lease", RenewLease)
+            .WithName("RenewLease")
+            .WithSummary("Renew the machine's lease: it now ends `seconds` from now")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound);
+
         group.MapPost("/{id}/commit", CommitMachine)
             .WithName("CommitMachine")
             .WithSummary("Management mode only: stop the guest and publish its disk as the template's new image, atomically")
@@ -91,15 +97,20 @@ public static class MachineEndpoints
         return group;
     }
 
+    /// <param name="idempotencyKey">A retry with the same key gets the same machine instead of a second one.</param>
     internal static async Task<Created<MachineResponse>> CreateMachine(
-        CreateMachineBody body, HttpContext http, MachineService machines, CancellationToken cancellationToken)
+        CreateMachineBody body,
+        [FromHeader(Name = "Idempotency-Key")] string? idempotencyKey,
+        HttpContext http,
+        MachineService machines,
+        CancellationToken cancellationToken)
     {
         if (string.IsNullOrEmpty(body.Template))
         {
             throw new InvalidRequestException("template", "template is required");
         }
 
-        var request = new CreateMachineRequest(body.Template, body.Manage ?? false, body.Labels ?? []);
+        var request = new CreateMachineRequest(body.Template, body.Manage ?? false, body.Labels ?? [], body.LeaseSeconds, idempotencyKey);
         var machine = await machines.CreateAsync(request, http.Caller(), cancellationToken);
         return TypedResults.Created($"/v1/machines/{machine.Id}", MachineResponse.From(machine));
     }
@@ -157,14 +168,36 @@ public static class MachineEndpoints
     }
 
     /// <param name="follow">Keep the answer open and stream new output until the machine stops.</param>
-    internal static PushStreamHttpResult GetMachineConsole(string id, bool? follow, HttpContext http, MachineService machines)
+    internal static PushStreamHttpResult GetMachineConsole(string id, bool? follow, HttpContext http, MachineService machines, IHostApplicationLifetime lifetime)
     {
         // Look the machine up before the answer starts, so an unknown id is still a 404 problem.
-        machines.Get(id, http.Caller());
         var caller = http.Caller();
+        machines.Get(id, caller);
+        var ends = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted, lifetime.ApplicationStopping);
+        http.Response.RegisterForDispose(ends);
         return TypedResults.Stream(
-            stream => machines.CopyConsoleAsync(id, caller, stream, follow ?? false, http.RequestAborted),
+            async stream =>
+            {
+                try
+                {
+                    await machines.CopyConsoleAsync(id, caller, stream, follow ?? false, ends.Token);
+                }
+                catch (OperationCanceledException) when (ends.IsCancellationRequested)
+                {
+                    // The client left or the daemon is stopping: the stream just ends.
+                }
+            },
             "text/plain; charset=utf-8");
+    }
+
+    internal static Ok<MachineResponse> RenewLease(string id, RenewLeaseBody body, HttpContext http, MachineService machines)
+    {
+        if (body.Seconds is not { } seconds)
+        {
+            throw new InvalidRequestException("seconds", "seconds is required");
+        }
+
+        return TypedResults.Ok(MachineResponse.From(machines.RenewLease(id, http.Caller(), seconds)));
     }
 
     internal static async Task<Ok<CommitResponse>> CommitMachine(

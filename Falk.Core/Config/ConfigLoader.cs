@@ -118,8 +118,31 @@ public static partial class ConfigLoader
             }
         }
 
+        var maxLease = reader.Number("max_lease_seconds", 1, 365 * 86400) ?? options.MaxLeaseSeconds;
+        var defaultLease = reader.Number("default_lease_seconds", 1, 365 * 86400) ?? Math.Min(options.DefaultLeaseSeconds, maxLease);
+        if (defaultLease > maxLease)
+        {
+            reader.Error("default_lease_seconds", $"{defaultLease} is longer than max_lease_seconds ({maxLease})");
+        }
+
+        var onShutdown = reader.Text("on_shutdown") switch
+        {
+            null or "keep" => ShutdownPolicy.Keep,
+            "destroy" => ShutdownPolicy.Destroy,
+            var other => Invalid(other),
+        };
+
+        ShutdownPolicy Invalid(string value)
+        {
+            reader.Error("on_shutdown", $"'{value}' is neither keep nor destroy");
+            return ShutdownPolicy.Keep;
+        }
+
         var result = options with
         {
+            OnShutdown = onShutdown,
+            DefaultLeaseSeconds = defaultLease,
+            MaxLeaseSeconds = maxLease,
             Name = name,
             ControlSocket = socket,
             ControlSocketPermissions = permissions,
@@ -127,6 +150,7 @@ public static partial class ConfigLoader
             StateDirectory = reader.FilePath("state_dir") ?? options.StateDirectory,
             VmPorts = ports,
             MaxMachines = reader.Number("max_machines", 1, 10_000) ?? ports.Count,
+            MaxMachinesPerOwner = reader.Number("max_machines_per_owner", 1, 10_000),
             AllowedUsers = reader.List("allowed_users"),
             AllowedGroups = reader.List("allowed_groups"),
             AdminUsers = reader.List("admin_users"),
@@ -192,6 +216,7 @@ public static partial class ConfigLoader
         var sshUser = reader.Required("ssh_user");
         var sshHost = reader.Text("ssh_host", "localhost");
         var sshPort = reader.Number("ssh_port", 1, 65535);
+        var maxMachines = reader.Number("max_machines", 1, 10_000);
         var hostKeys = ReadHostKeys(reader, warnings);
         var backendOptions = backend.ParseOptions(reader);
 
@@ -209,6 +234,7 @@ public static partial class ConfigLoader
             SshUser = sshUser,
             SshHost = sshHost,
             SshPort = sshPort,
+            MaxMachines = maxMachines,
             KnownHostKeys = hostKeys,
             ManageSupported = backend.SupportsManage,
             BackendOptions = backendOptions,

@@ -32,6 +32,15 @@ public sealed record DaemonOptions
     /// <summary>Machines alive at once, over all templates.</summary>
     public int MaxMachines { get; init; }
 
+    /// <summary>Machines one uid may have at once; null for no limit beyond <see cref="MaxMachines"/>.</summary>
+    public int? MaxMachinesPerOwner { get; init; }
+
+    /// <summary>Lease of a machine whose create names none.</summary>
+    public int DefaultLeaseSeconds { get; init; } = 3600;
+
+    /// <summary>The longest lease a create or renewal may ask for.</summary>
+    public int MaxLeaseSeconds { get; init; } = 86400;
+
     /// <summary>User names or uids allowed to connect; empty means everyone who can open the socket.</summary>
     public IReadOnlyList<string> AllowedUsers { get; init; } = [];
 
@@ -44,6 +53,21 @@ public sealed record DaemonOptions
 
     /// <summary>What each backend read of this section (<see cref="BackendDescriptor.ParseDaemonOptions"/>), by backend type.</summary>
     public IReadOnlyDictionary<string, object> BackendOptions { get; init; } = new Dictionary<string, object>();
+
+    /// <summary>On SIGTERM, leave machines running for the next start to reattach (keep) or destroy them.</summary>
+    public ShutdownPolicy OnShutdown { get; init; } = ShutdownPolicy.Keep;
+
+    /// <summary>
+    /// Tells this daemon's machines apart from those of another daemon on the same host: derived from the
+    /// state folder, which no two daemons share.
+    /// </summary>
+    public string InstanceId => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(StateDirectory)))[..12];
+}
+
+public enum ShutdownPolicy
+{
+    Keep,
+    Destroy,
 }
 
 /// <summary>An inclusive range of TCP ports.</summary>
@@ -70,6 +94,9 @@ public sealed record TemplateDefinition
     public required string SshUser { get; init; }
 
     public string SshHost { get; init; } = "localhost";
+
+    /// <summary>Machines of this template alive at once; null for no limit of its own.</summary>
+    public int? MaxMachines { get; init; }
 
     /// <summary>A fixed SSH port; null means one is taken from <c>vm_ports</c> per machine.</summary>
     public int? SshPort { get; init; }

@@ -4,6 +4,7 @@ using Falk.Core.Ssh;
 namespace Falk.Core.Machines;
 
 /// <summary>Everything a backend is told about a machine it is asked to prepare.</summary>
+/// <param name="InstanceId">Identifies this daemon (its state folder) among others on the host; labels and markers carry it.</param>
 /// <param name="WorkDirectory">
 /// A folder of the machine's own under <c>state_dir</c>, made before prepare and removed after cleanup:
 /// the place for sockets, pid files, the console log and per-run files.
@@ -15,7 +16,8 @@ public sealed record MachineSpec(
     int SshPort,
     int OwnerUid,
     IReadOnlyDictionary<string, string> Labels,
-    string WorkDirectory)
+    string WorkDirectory,
+    string InstanceId)
 {
     /// <summary>Where backends that write a console log (serial port, launch output) put it.</summary>
     public string ConsoleLogPath => Path.Combine(WorkDirectory, "console.log");
@@ -42,13 +44,33 @@ public interface IMachineBackend
 
     /// <summary>Makes what the machine needs before it can boot (copy, container, overlay). Undone by <see cref="IMachineInstance.CleanupAsync"/>.</summary>
     Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// After a daemon restart: takes back a machine recorded with <paramref name="handle"/> in <paramref name="recordedState"/>
+    /// (null when the daemon died during prepare). Returns the instance and whether its guest runs; or, when the machine
+    /// cannot be taken back (its process or container is gone, or prepare never finished), removes whatever is left of
+    /// it and returns null.
+    /// </summary>
+    Task<ReattachedMachine?> ReattachAsync(MachineSpec spec, string? handle, MachineState? recordedState, CancellationToken cancellationToken);
+
+    /// <summary>Removes what this daemon instance made for machines it has no record of (containers, processes, overlays).</summary>
+    Task RemoveOrphansAsync(IReadOnlySet<string> knownMachineIds, CancellationToken cancellationToken);
 }
+
+/// <summary>A machine taken back after a restart.</summary>
+public sealed record ReattachedMachine(IMachineInstance Instance, bool Running);
 
 /// <summary>One prepared machine of a backend. The service calls it one operation at a time.</summary>
 public interface IMachineInstance
 {
     /// <summary>Host keys the backend learned itself (e.g. read from an image); empty to use the template's.</summary>
     IReadOnlyList<HostKey> DiscoveredHostKeys => [];
+
+    /// <summary>
+    /// The backend's record of what it made (pid and start time, container id, overlay path …), JSON. The service
+    /// stores it after prepare, launch, restore and commit, and hands it to <see cref="IMachineBackend.ReattachAsync"/>.
+    /// </summary>
+    string? Handle { get; }
 
     /// <summary>Starts the machine. Returns once it is launched (not once SSH answers).</summary>
     Task LaunchAsync(CancellationToken cancellationToken);

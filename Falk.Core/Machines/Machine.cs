@@ -11,8 +11,10 @@ namespace Falk.Core.Machines;
 public sealed class Machine
 {
     internal Machine(string id, TemplateDefinition template, bool manage, int ownerUid, int sshPort,
-        IReadOnlyDictionary<string, string> labels, IMachineInstance instance, string workDirectory, DateTimeOffset createdAt)
+        IReadOnlyDictionary<string, string> labels, IMachineInstance instance, string workDirectory, DateTimeOffset createdAt,
+        DateTimeOffset leaseExpiresAt)
     {
+        LeaseExpiresAt = leaseExpiresAt;
         WorkDirectory = workDirectory;
         Id = id;
         Template = template;
@@ -65,6 +67,22 @@ public sealed class Machine
 
     internal string? LastError { get; set; }
 
+    internal DateTimeOffset LeaseExpiresAt { get; set; }
+
+    /// <summary>Set once the expiry was logged and published, so a machine whose cleanup keeps failing is not reported every second.</summary>
+    internal bool LeaseExpiryReported { get; set; }
+
+    internal bool IsBeingDeleted
+    {
+        get
+        {
+            lock (Sync)
+            {
+                return Deletion is not null;
+            }
+        }
+    }
+
     internal HostKey? ObservedHostKey { get; set; }
 
     internal CancellationTokenSource? BootCancellation { get; set; }
@@ -88,7 +106,7 @@ public sealed class Machine
             var ssh = new SshAccess(Template.SshUser, Template.SshHost, SshPort, knownKey,
                 Verified: PinnedHostKeys.Count > 0,
                 Source: PinnedHostKeys.Count > 0 ? HostKeySource : knownKey is null ? HostKeySources.None : HostKeySources.Observed);
-            return new MachineView(Id, Template.Name, State, Manage, OwnerUid, CreatedAt, StateChangedAt, Labels, ssh, LastError);
+            return new MachineView(Id, Template.Name, State, Manage, OwnerUid, CreatedAt, StateChangedAt, LeaseExpiresAt, Labels, ssh, LastError);
         }
     }
 }
@@ -111,6 +129,7 @@ public sealed record MachineView(
     int OwnerUid,
     DateTimeOffset CreatedAt,
     DateTimeOffset StateChangedAt,
+    DateTimeOffset LeaseExpiresAt,
     IReadOnlyDictionary<string, string> Labels,
     SshAccess Ssh,
     string? LastError);

@@ -41,6 +41,24 @@ internal static partial class MachineLog
     [LoggerMessage(2012, LogLevel.Information, "Machine {MachineId}: committed as version {Version} of template {Template}")]
     public static partial void Committed(ILogger logger, string machineId, string template, string version);
 
+    [LoggerMessage(2013, LogLevel.Warning, "Machine {MachineId}: lease expired at {ExpiredAt:O}; destroying it")]
+    public static partial void LeaseExpired(ILogger logger, string machineId, DateTimeOffset expiredAt);
+
+    [LoggerMessage(2014, LogLevel.Information, "Shutting down: leaving {Count} machines running for the next start (on_shutdown = keep)")]
+    public static partial void KeepingAll(ILogger logger, int count);
+
+    [LoggerMessage(2015, LogLevel.Information, "Machine {MachineId} taken back after restart: {State}, port {Port}")]
+    public static partial void Reattached(ILogger logger, string machineId, string state, int port);
+
+    [LoggerMessage(2016, LogLevel.Information, "Machine {MachineId} (recorded {State}) was gone after restart; its leftovers are removed")]
+    public static partial void CleanedUpAfterRestart(ILogger logger, string machineId, string state);
+
+    [LoggerMessage(2017, LogLevel.Warning, "Orphan {What} removed: {Where}")]
+    public static partial void OrphanRemoved(ILogger logger, string what, string where);
+
+    [LoggerMessage(2018, LogLevel.Error, "Machine {MachineId} of template {Template} ({Type}) cannot be recovered: the template or its backend is no longer configured; its record is kept")]
+    public static partial void CannotRecover(ILogger logger, string machineId, string template, string type);
+
     [LoggerMessage(2009, LogLevel.Information, "Shutting down: destroying {Count} machines")]
     public static partial void DestroyingAll(ILogger logger, int count);
 }

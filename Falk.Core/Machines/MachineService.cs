@@ -1,12 +1,15 @@
 using System.Collections.Concurrent;
 using Falk.Core.Config;
 using Falk.Core.Ssh;
+using Falk.Core.State;
 using Microsoft.Extensions.Logging;
 
 namespace Falk.Core.Machines;
 
 /// <summary>What a client asks for when it creates a machine.</summary>
-public sealed record CreateMachineRequest(string Template, bool Manage, IReadOnlyDictionary<string, string> Labels);
+/// <param name="LeaseSeconds">How long the machine may live without a renewal; null for the configured default.</param>
+/// <param name="IdempotencyKey">A client's key for this create: a retry with the same key gets the same machine.</param>
+public sealed record CreateMachineRequest(string Template, bool Manage, IReadOnlyDictionary<string, string> Labels, int? LeaseSeconds = null, string? IdempotencyKey = null);
 
 /// <summary>How much of the daemon's capacity is in use.</summary>
 public sealed record CapacityView(int Machines, int MaxMachines, int PortsInUse, int PortsTotal);
@@ -20,20 +23,30 @@ public sealed class MachineService : IAsyncDisposable
 {
     private static readonly TimeSpan RetryAfter = TimeSpan.FromSeconds(10);
 
+    /// <summary>The recorded state of a machine whose prepare has not finished.</summary>
+    private const string PreparingState = "preparing";
+
     private readonly FalkConfig _config;
     private readonly Dictionary<string, IMachineBackend> _backends;
     private readonly PortAllocator _ports;
     private readonly SshReadiness _ssh;
     private readonly TimeProvider _time;
     private readonly ILogger<MachineService> _logger;
+    private readonly MachineEvents _events;
+    private readonly MachineStore _store;
+    private readonly ConcurrentDictionary<(int Owner, string Key), Lazy<Task<MachineView>>> _idempotentCreates = new();
     private readonly ConcurrentDictionary<string, Machine> _machines = new(StringComparer.Ordinal);
     private readonly Lock _capacityLock = new();
     private readonly Dictionary<string, string> _managementByTemplate = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _machinesByTemplate = new(StringComparer.Ordinal);
+    private readonly Dictionary<int, int> _machinesByOwner = [];
     private int _machineCount;
 
     public MachineService(FalkConfig config, IEnumerable<IMachineBackend> backends, PortAllocator ports,
-        SshReadiness ssh, TimeProvider time, ILogger<MachineService> logger)
+        SshReadiness ssh, MachineEvents events, MachineStore store, TimeProvider time, ILogger<MachineService> logger)
     {
+        _store = store;
+        _events = events;
         _config = config;
         _backends = backends.ToDictionary(b => b.Type, StringComparer.Ordinal);
         _ports = ports;
@@ -67,9 +80,54 @@ public sealed class MachineService : IAsyncDisposable
         return _config.Templates.FirstOrDefault(t => t.Name == name) ?? throw new TemplateNotFoundException(name);
     }
 
+    /// <summary>
+    /// Allocates and prepares a machine. With an idempotency key, concurrent and later retries of the same key
+    /// by the same owner get the same machine while it exists; a create that failed can be retried with the key.
+    /// </summary>
     public async Task<MachineView> CreateAsync(CreateMachineRequest request, Caller caller, CancellationToken cancellationToken)
     {
+        if (request.IdempotencyKey is null)
+        {
+            return await CreateNewAsync(request, caller, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (request.IdempotencyKey.Length is 0 or > 128 || request.IdempotencyKey.Any(char.IsControl))
+        {
+            throw new InvalidRequestException("Idempotency-Key", "the Idempotency-Key header must be 1-128 printable characters");
+        }
+
+        var slot = (caller.Uid, request.IdempotencyKey);
+        while (true)
+        {
+            var attempt = new Lazy<Task<MachineView>>(() => CreateNewAsync(request, caller, CancellationToken.None));
+            var winner = _idempotentCreates.GetOrAdd(slot, attempt);
+            try
+            {
+                var machine = await winner.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
+                if (_machines.ContainsKey(machine.Id))
+                {
+                    return Find(machine.Id, caller).View();
+                }
+            }
+            catch (Exception) when (!ReferenceEquals(winner, attempt) && !cancellationToken.IsCancellationRequested)
+            {
+                // Another request's create under this key failed; try afresh below.
+            }
+            catch
+            {
+                _idempotentCreates.TryRemove(new KeyValuePair<(int, string), Lazy<Task<MachineView>>>(slot, attempt));
+                throw;
+            }
+
+            // The machine made under this key is gone (or its create failed): the key is free again.
+            _idempotentCreates.TryRemove(new KeyValuePair<(int, string), Lazy<Task<MachineView>>>(slot, winner));
+        }
+    }
+
+    private async Task<MachineView> CreateNewAsync(CreateMachineRequest request, Caller caller, CancellationToken cancellationToken)
+    {
         var template = GetTemplate(request.Template);
+        var lease = LeaseDuration(request.LeaseSeconds);
         Names.ValidateLabels(request.Labels);
         if (request.Manage && !template.ManageSupported)
         {
@@ -91,7 +149,7 @@ public sealed class MachineService : IAsyncDisposable
         int port;
         try
         {
-            port = ReserveCapacity(template);
+            port = ReserveCapacity(template, caller.Uid);
         }
         catch
         {
@@ -99,26 +157,33 @@ public sealed class MachineService : IAsyncDisposable
             throw;
         }
 
-        var workDirectory = Path.Combine(_config.Daemon.StateDirectory, "machines", id);
+        var workDirectory = WorkDirectoryOf(id);
+        var now = _time.GetUtcNow();
         IMachineInstance instance;
         try
         {
+            // Recorded before anything is made: a crash from here on leaves a row that the next start cleans up.
+            _store.Insert(new MachineRecord(id, template.Type, template.Name, request.Manage, caller.Uid, port, request.Labels,
+                now, now + lease, PreparingState, null, workDirectory, null, request.IdempotencyKey, null));
             Directory.CreateDirectory(workDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            var spec = new MachineSpec(id, template, request.Manage, port, caller.Uid, request.Labels, workDirectory);
-            instance = await backend.PrepareAsync(spec, cancellationToken).ConfigureAwait(false);
+            instance = await backend.PrepareAsync(Spec(id, template, request.Manage, port, caller.Uid, request.Labels), cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e)
         {
-            ReleaseCapacity(port);
+            ReleaseCapacity(template, caller.Uid, port);
             ReleaseManagement(template, id);
             RemoveWorkDirectory(workDirectory);
+            _store.Delete(id);
             MachineLog.PrepareFailed(_logger, template.Name, e);
             throw;
         }
 
-        var machine = new Machine(id, template, request.Manage, caller.Uid, port, request.Labels, instance, workDirectory, _time.GetUtcNow());
+        _store.UpdateHandle(id, instance.Handle);
+        _store.UpdateState(id, MachineState.Prepared.ToWire(), null);
+        var machine = new Machine(id, template, request.Manage, caller.Uid, port, request.Labels, instance, workDirectory, now, now + lease);
         _machines[id] = machine;
         MachineLog.Prepared(_logger, id, template.Name, request.Manage, port, caller.Uid);
+        _events.Publish(MachineEventTypes.Created, machine, MachineState.Prepared);
         return machine.View();
     }
 
@@ -159,6 +224,7 @@ public sealed class MachineService : IAsyncDisposable
             try
             {
                 await machine.Instance.LaunchAsync(boot.Token).ConfigureAwait(false);
+                _store.UpdateHandle(id, machine.Instance.Handle);
             }
             finally
             {
@@ -178,6 +244,9 @@ public sealed class MachineService : IAsyncDisposable
                     machine.ObservedHostKey = key;
                 }
 
+                _store.UpdateObservedHostKey(id, key.PublicKeyLine);
+
+                _events.Publish(MachineEventTypes.Ready, machine, detail: key.FingerprintSha256);
                 if (machine.PinnedHostKeys.Count == 0)
                 {
                     MachineLog.UnverifiedHostKey(_logger, id, key.FingerprintSha256);
@@ -372,15 +441,64 @@ public sealed class MachineService : IAsyncDisposable
         }
 
         _machines.TryRemove(id, out _);
+        _store.Delete(id);
         RemoveWorkDirectory(machine.WorkDirectory);
         ReleaseManagement(machine.Template, id);
-        ReleaseCapacity(machine.SshPort);
+        ReleaseCapacity(machine.Template, machine.OwnerUid, machine.SshPort);
         machine.Operation.Release();
         MachineLog.Deleted(_logger, id);
+        _events.Publish(MachineEventTypes.Destroyed, machine);
         deletion.TrySetResult();
     }
 
     public SshAccess GetSsh(string id, Caller caller) => Get(id, caller).Ssh;
+
+    /// <summary>Sets the machine's lease to end <paramref name="seconds"/> from now.</summary>
+    public MachineView RenewLease(string id, Caller caller, int seconds)
+    {
+        var machine = Find(id, caller);
+        var lease = LeaseDuration(seconds);
+        lock (machine.Sync)
+        {
+            ThrowIfDeleting(machine);
+            machine.LeaseExpiresAt = _time.GetUtcNow() + lease;
+            _store.UpdateLease(id, machine.LeaseExpiresAt);
+        }
+
+        _events.Publish(MachineEventTypes.LeaseRenewed, machine, detail: machine.View().LeaseExpiresAt.ToString("O", System.Globalization.CultureInfo.InvariantCulture));
+        return machine.View();
+    }
+
+    /// <summary>Destroys, through the same path as DELETE, every machine whose lease has run out. Returns how many.</summary>
+    public async Task<int> DestroyExpiredAsync(CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow();
+        var expired = _machines.Values.Where(m => m.View().LeaseExpiresAt <= now && !m.IsBeingDeleted).ToList();
+        foreach (var machine in expired)
+        {
+            if (!machine.LeaseExpiryReported)
+            {
+                machine.LeaseExpiryReported = true;
+                MachineLog.LeaseExpired(_logger, machine.Id, machine.View().LeaseExpiresAt);
+                _events.Publish(MachineEventTypes.LeaseExpired, machine);
+            }
+
+            try
+            {
+                await DeleteAsync(machine.Id, Caller.Daemon, cancellationToken).ConfigureAwait(false);
+            }
+            catch (FalkException)
+            {
+                // Logged by DeleteAsync; the machine stays failed and is retried on the next round.
+            }
+        }
+
+        return expired.Count;
+    }
+
+    /// <summary>Events the caller may see: its own machines', or all for admins.</summary>
+    public IAsyncEnumerable<MachineEvent> SubscribeAsync(Caller caller, long? afterId, CancellationToken cancellationToken) =>
+        _events.SubscribeAsync(afterId, e => caller.IsAdmin || e.OwnerUid == caller.Uid, cancellationToken);
 
     /// <summary>Writes the machine's console to <paramref name="destination"/>; with follow, until the machine stops.</summary>
     public async Task CopyConsoleAsync(string id, Caller caller, Stream destination, bool follow, CancellationToken cancellationToken)
@@ -410,6 +528,7 @@ public sealed class MachineService : IAsyncDisposable
 
             var snapshot = await snapshots.CreateSnapshotAsync(name, cancellationToken).ConfigureAwait(false);
             MachineLog.SnapshotTaken(_logger, machine.Id, name);
+            _events.Publish(MachineEventTypes.SnapshotTaken, machine, detail: name);
             return snapshot;
         }).ConfigureAwait(false);
     }
@@ -429,7 +548,9 @@ public sealed class MachineService : IAsyncDisposable
             }
 
             await snapshots.RestoreSnapshotAsync(name, cancellationToken).ConfigureAwait(false);
+            _store.UpdateHandle(machine.Id, machine.Instance.Handle);
             MachineLog.SnapshotRestored(_logger, machine.Id, name);
+            _events.Publish(MachineEventTypes.SnapshotRestored, machine, detail: name);
             return machine.View();
         }).ConfigureAwait(false);
     }
@@ -470,7 +591,9 @@ public sealed class MachineService : IAsyncDisposable
         try
         {
             var result = await commits.CommitAsync(linked.Token).ConfigureAwait(false);
+            _store.UpdateHandle(id, machine.Instance.Handle);
             MachineLog.Committed(_logger, id, machine.Template.Name, result.Version);
+            _events.Publish(MachineEventTypes.Committed, machine, detail: result.Version);
             return result;
         }
         finally
@@ -479,10 +602,19 @@ public sealed class MachineService : IAsyncDisposable
         }
     }
 
-    /// <summary>Destroys every machine (daemon shutdown), in parallel.</summary>
+    /// <summary>
+    /// Daemon shutdown: with <c>on_shutdown = destroy</c> destroys every machine, in parallel; with <c>keep</c> leaves
+    /// them running, recorded, for the next start to take back.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         var machines = _machines.Keys.ToList();
+        if (_config.Daemon.OnShutdown == ShutdownPolicy.Keep)
+        {
+            MachineLog.KeepingAll(_logger, machines.Count);
+            return;
+        }
+
         if (machines.Count > 0)
         {
             MachineLog.DestroyingAll(_logger, machines.Count);
@@ -500,6 +632,108 @@ public sealed class MachineService : IAsyncDisposable
             }
         })).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// At start: takes back every recorded machine that is still alive, keeping its id, port and lease, cleans up
+    /// the rest, and removes what this daemon made but never recorded.
+    /// </summary>
+    public async Task RecoverAsync(CancellationToken cancellationToken)
+    {
+        foreach (var record in _store.All())
+        {
+            var template = _config.Templates.FirstOrDefault(t => t.Name == record.Template && t.Type == record.Type);
+            if (template is null || !_backends.TryGetValue(record.Type, out var backend))
+            {
+                MachineLog.CannotRecover(_logger, record.Id, record.Template, record.Type);
+                continue;
+            }
+
+            MachineState? recordedState = Enum.TryParse<MachineState>(record.State, ignoreCase: true, out var parsed) ? parsed : null;
+            var spec = Spec(record.Id, template, record.Manage, record.Port, record.OwnerUid, record.Labels);
+            ReattachedMachine? reattached;
+            try
+            {
+                reattached = await backend.ReattachAsync(spec, record.Handle, recordedState, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is FalkException or IOException)
+            {
+                MachineLog.CleanupFailed(_logger, record.Id, e);
+                continue;
+            }
+
+            if (reattached is null)
+            {
+                RemoveWorkDirectory(record.WorkDirectory);
+                _store.Delete(record.Id);
+                MachineLog.CleanedUpAfterRestart(_logger, record.Id, record.State);
+                continue;
+            }
+
+            TakeBack(record, template, reattached);
+        }
+
+        var known = _machines.Keys.ToHashSet(StringComparer.Ordinal);
+        foreach (var backend in _backends.Values)
+        {
+            await backend.RemoveOrphansAsync(known, cancellationToken).ConfigureAwait(false);
+        }
+
+        var machinesFolder = Path.Combine(_config.Daemon.StateDirectory, "machines");
+        if (Directory.Exists(machinesFolder))
+        {
+            foreach (var folder in Directory.EnumerateDirectories(machinesFolder).Where(f => !known.Contains(Path.GetFileName(f))))
+            {
+                MachineLog.OrphanRemoved(_logger, Path.GetFileName(folder), folder);
+                RemoveWorkDirectory(folder);
+            }
+        }
+    }
+
+    private void TakeBack(MachineRecord record, TemplateDefinition template, ReattachedMachine reattached)
+    {
+        lock (_capacityLock)
+        {
+            _ports.Claim(record.Port);
+            _machineCount++;
+            _machinesByTemplate[template.Name] = _machinesByTemplate.GetValueOrDefault(template.Name) + 1;
+            _machinesByOwner[record.OwnerUid] = _machinesByOwner.GetValueOrDefault(record.OwnerUid) + 1;
+            if (record.Manage)
+            {
+                _managementByTemplate[template.Name] = record.Id;
+            }
+        }
+
+        var machine = new Machine(record.Id, template, record.Manage, record.OwnerUid, record.Port, record.Labels, reattached.Instance,
+            record.WorkDirectory, record.CreatedAt, record.LeaseExpiresAt);
+        var state = reattached.Running ? MachineState.Running
+            : record.State == MachineState.Prepared.ToWire() ? MachineState.Prepared
+            : MachineState.Stopped;
+        lock (machine.Sync)
+        {
+            machine.SetState(state, _time.GetUtcNow());
+            machine.LastError = record.LastError;
+            machine.ObservedHostKey = record.ObservedHostKey is null ? null : HostKey.TryParse(record.ObservedHostKey, out _);
+        }
+
+        _store.UpdateState(record.Id, state.ToWire(), record.LastError);
+        _machines[record.Id] = machine;
+        if (record.IdempotencyKey is { } key)
+        {
+            _idempotentCreates[(record.OwnerUid, key)] = new Lazy<Task<MachineView>>(Task.FromResult(machine.View()));
+        }
+
+        if (reattached.Running && reattached.Instance.Exited is { } exited)
+        {
+            _ = ObserveExitAsync(machine, exited);
+        }
+
+        MachineLog.Reattached(_logger, record.Id, state.ToWire(), record.Port);
+    }
+
+    private string WorkDirectoryOf(string id) => Path.Combine(_config.Daemon.StateDirectory, "machines", id);
+
+    private MachineSpec Spec(string id, TemplateDefinition template, bool manage, int port, int owner, IReadOnlyDictionary<string, string> labels) =>
+        new(id, template, manage, port, owner, labels, WorkDirectoryOf(id), _config.Daemon.InstanceId);
 
     private Machine Find(string id, Caller caller)
     {
@@ -603,13 +837,25 @@ public sealed class MachineService : IAsyncDisposable
         }
     }
 
-    private int ReserveCapacity(TemplateDefinition template)
+    private int ReserveCapacity(TemplateDefinition template, int owner)
     {
         lock (_capacityLock)
         {
             if (_machineCount >= _config.Daemon.MaxMachines)
             {
                 throw new CapacityExhaustedException($"all {_config.Daemon.MaxMachines} machines are in use (max_machines)", RetryAfter);
+            }
+
+            var ofTemplate = _machinesByTemplate.GetValueOrDefault(template.Name);
+            if (template.MaxMachines is { } templateLimit && ofTemplate >= templateLimit)
+            {
+                throw new CapacityExhaustedException($"all {templateLimit} machines of template '{template.Name}' are in use (its max_machines)", RetryAfter);
+            }
+
+            var ofOwner = _machinesByOwner.GetValueOrDefault(owner);
+            if (_config.Daemon.MaxMachinesPerOwner is { } ownerLimit && ofOwner >= ownerLimit && owner != Caller.Daemon.Uid)
+            {
+                throw new CapacityExhaustedException($"uid {owner} already has {ofOwner} machines (max_machines_per_owner)", RetryAfter);
             }
 
             int port;
@@ -629,23 +875,41 @@ public sealed class MachineService : IAsyncDisposable
             }
 
             _machineCount++;
+            _machinesByTemplate[template.Name] = ofTemplate + 1;
+            _machinesByOwner[owner] = ofOwner + 1;
             return port;
         }
     }
 
-    private void ReleaseCapacity(int port)
+    private void ReleaseCapacity(TemplateDefinition template, int owner, int port)
     {
         lock (_capacityLock)
         {
             _ports.Release(port);
             _machineCount--;
+            _machinesByTemplate[template.Name]--;
+            _machinesByOwner[owner]--;
         }
     }
 
-    private void Transition(Machine machine, MachineState state)
+    private TimeSpan LeaseDuration(int? seconds)
+    {
+        var max = _config.Daemon.MaxLeaseSeconds;
+        return seconds switch
+        {
+            null => TimeSpan.FromSeconds(_config.Daemon.DefaultLeaseSeconds),
+            < 1 => throw new InvalidRequestException("lease_seconds", $"lease_seconds must be from 1 to {max}, not {seconds}"),
+            _ when seconds > max => throw new InvalidRequestException("lease_seconds", $"lease_seconds must be from 1 to {max} (max_lease_seconds), not {seconds}"),
+            _ => TimeSpan.FromSeconds(seconds.Value),
+        };
+    }
+
+    private void Transition(Machine machine, MachineState state, string? detail = null)
     {
         machine.SetState(state, _time.GetUtcNow());
+        _store.UpdateState(machine.Id, state.ToWire(), machine.LastError ?? detail);
         MachineLog.StateChanged(_logger, machine.Id, state.ToWire());
+        _events.Publish(state.ToWire(), machine, state, detail);
     }
 
     private void MarkRunning(Machine machine, string? lastError = null)
@@ -669,8 +933,8 @@ public sealed class MachineService : IAsyncDisposable
                 return;
             }
 
-            Transition(machine, MachineState.Failed);
             machine.LastError = error;
+            Transition(machine, MachineState.Failed, error);
         }
 
         MachineLog.Failed(_logger, machine.Id, error);

@@ -64,6 +64,15 @@ public sealed class PortAllocator(PortRange range, Func<int, bool>? isFreeOnHost
         }
     }
 
+    /// <summary>Marks a port as held by a machine taken back after a restart (its own process holds it on the host).</summary>
+    public void Claim(int port)
+    {
+        lock (_lock)
+        {
+            _inUse.Add(port);
+        }
+    }
+
     public void Release(int port)
     {
         lock (_lock)

@@ -5,6 +5,7 @@ namespace Falk.Core.Unix;
 /// <summary>The few libc calls .NET has no managed API for.</summary>
 internal static partial class Native
 {
+    public const int SIGINT = 2;
     public const int SIGKILL = 9;
     public const int SIGTERM = 15;
     public const int ESRCH = 3;

@@ -8,6 +8,12 @@ public static class ProcessTree
     /// <summary>SIGKILL to one process; a process already gone is fine.</summary>
     public static void Kill(int pid) => _ = Native.kill(pid, Native.SIGKILL);
 
+    /// <summary>SIGINT to one process, as Ctrl-C in its terminal would send.</summary>
+    public static void Interrupt(int pid) => _ = Native.kill(pid, Native.SIGINT);
+
+    /// <summary>SIGTERM to one process (not its children); a process already gone is fine.</summary>
+    public static void Terminate(int pid) => _ = Native.kill(pid, Native.SIGTERM);
+
     /// <summary>True while the process exists (a zombie counts as gone).</summary>
     public static bool IsAlive(int pid)
     {
@@ -48,6 +54,20 @@ public static class ProcessTree
         }
 
         return result;
+    }
+
+    /// <summary>The value of <paramref name="name"/> in a live process's environment, or null.</summary>
+    public static string? EnvironmentValue(int pid, string name)
+    {
+        try
+        {
+            var prefix = name + "=";
+            return File.ReadAllText($"/proc/{pid}/environ").Split('\0').FirstOrDefault(v => v.StartsWith(prefix, StringComparison.Ordinal))?[prefix.Length..];
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Every live process whose ancestry leads to <paramref name="pid"/>.</summary>

@@ -39,7 +39,8 @@ public sealed class FalkDaemon : IAsyncDisposable
     /// followed by <paramref name="templates"/> (INI text), then starts falkd and waits until it answers.
     /// <paramref name="name"/> is the daemon's instance name (what labels its containers).
     /// </summary>
-    public static async Task<FalkDaemon> StartAsync(string templates, CancellationToken cancellationToken, string daemonExtra = "", int ports = 10, string name = "falk-test")
+    /// <remarks>Unless <paramref name="onShutdown"/> says otherwise, machines are destroyed when the daemon stops, so no test leaks them.</remarks>
+    public static async Task<FalkDaemon> StartAsync(string templates, CancellationToken cancellationToken, string daemonExtra = "", int ports = 10, string name = "falk-test", string onShutdown = "destroy")
     {
         var directory = new TempDirectory();
         var socket = directory.File("falk.sock");
@@ -52,6 +53,7 @@ public sealed class FalkDaemon : IAsyncDisposable
             control_socket_permissions = 770
             vm_ports = [{first},{last}]
             state_dir = {directory.File("state")}
+            on_shutdown = {onShutdown}
             {daemonExtra}
 
             {templates}
@@ -87,6 +89,21 @@ public sealed class FalkDaemon : IAsyncDisposable
 
         await Process.StopAsync(TimeSpan.FromSeconds(20), cancellationToken);
         return await Process.Exited;
+    }
+
+    /// <summary>SIGTERM (or, with <paramref name="kill"/>, SIGKILL) to falkd alone, as systemd's KillMode=process does: its machines are left to it.</summary>
+    public async Task<int> SignalDaemonOnlyAsync(bool kill, CancellationToken cancellationToken)
+    {
+        if (kill)
+        {
+            Falk.Core.Unix.ProcessTree.Kill(Process!.Pid);
+        }
+        else
+        {
+            Falk.Core.Unix.ProcessTree.Terminate(Process!.Pid);
+        }
+
+        return await Process.Exited.WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
     }
 
     public async ValueTask DisposeAsync()

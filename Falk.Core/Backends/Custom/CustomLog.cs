@@ -11,6 +11,9 @@ internal static partial class CustomLog
     [LoggerMessage(3001, LogLevel.Information, "Machine {MachineId}: launched pid {Pid}: {Command}")]
     public static partial void Launched(ILogger logger, string machineId, int pid, string command);
 
+    [LoggerMessage(3003, LogLevel.Warning, "Killed orphan process {Pid} of unknown machine {MachineId}")]
+    public static partial void OrphanKilled(ILogger logger, string machineId, int pid);
+
     [LoggerMessage(3002, LogLevel.Debug, "Machine {MachineId}: {Line}")]
     public static partial void Output(ILogger logger, string machineId, string line);
 }

@@ -26,6 +26,9 @@ public sealed class CustomBackendTests
             var port = volatileMachine["ssh"]!["port"]!.GetValue<int>();
             var id = volatileMachine["id"]!.GetValue<string>();
             await daemon.Client.BootAsync(id, ct, "");
+            await Falk.Core.Waiting.Wait.UntilAsync(
+                _ => Task.FromResult(File.ReadAllText(record).Contains("launch", StringComparison.Ordinal) ? Falk.Core.Waiting.ProbeOutcome.Done(true) : Falk.Core.Waiting.ProbeOutcome.NotYet<bool>("launch not recorded yet")),
+                TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(10), "the launch command's line", ct);
             await daemon.Client.DeleteMachineAsync(id, ct);
 
             using var manageResponse = await daemon.Client.PostJsonAsync("v1/machines", new { template = "env", manage = true }, ct);

@@ -1,0 +1,78 @@
+using Falk.Client;
+using Falk.Core.Processes;
+using Falk.Core.Ssh;
+
+namespace Falk.Benchmarks;
+
+/// <summary>
+/// A falkd of this build in a temporary folder with one custom template, <c>sshd</c>, that runs Debian's sshd
+/// on the machine's port with a host key made here (pinned by the template).
+/// </summary>
+internal sealed class SshdWorkbench : IAsyncDisposable
+{
+    private SshdWorkbench(string work, HttpClient client, RunningProcess daemon, string sshdConfig, HostKey hostKey)
+    {
+        Work = work;
+        Client = client;
+        Daemon = daemon;
+        SshdConfig = sshdConfig;
+        HostKey = hostKey;
+    }
+
+    public string Work { get; }
+
+    public HttpClient Client { get; }
+
+    public RunningProcess Daemon { get; }
+
+    public string SshdConfig { get; }
+
+    public HostKey HostKey { get; }
+
+    /// <param name="ports">The vm_ports range, e.g. <c>[27800,27899]</c>.</param>
+    public static async Task<SshdWorkbench> StartAsync(string ports, CancellationToken cancellationToken)
+    {
+        var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
+        try
+        {
+            var hostKey = Path.Combine(work, "host_key");
+            await new ProcessRunner().RunAsync(new ProcessSpec(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey]), TimeSpan.FromSeconds(30), cancellationToken);
+            Directory.CreateDirectory("/run/sshd");
+            var sshdConfig = Path.Combine(work, "sshd_config");
+            await File.WriteAllTextAsync(sshdConfig, $"HostKey {hostKey}\nListenAddress 127.0.0.1\nPidFile none\nUsePAM no\n", cancellationToken);
+            var socket = Path.Combine(work, "falk.sock");
+            var config = Path.Combine(work, "falk.conf");
+            await File.WriteAllTextAsync(config, $"""
+                [falk]
+                control_socket = {socket}
+                state_dir = {Path.Combine(work, "state")}
+                vm_ports = {ports}
+                on_shutdown = destroy
+                [sshd]
+                type = custom
+                launch = /usr/sbin/sshd -D -e -p {"{SSHPORT}"} -f {sshdConfig}
+                ssh_user = root
+                ssh_host = 127.0.0.1
+                ssh_known_host_key_file = {hostKey}.pub
+                """, cancellationToken);
+
+            var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(2));
+            var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);
+            var key = HostKey.TryParse(await File.ReadAllTextAsync(hostKey + ".pub", cancellationToken), out _)!;
+            return new SshdWorkbench(work, client, daemon, sshdConfig, key);
+        }
+        catch
+        {
+            Directory.Delete(work, recursive: true);
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Daemon.StopAsync(TimeSpan.FromSeconds(30), CancellationToken.None);
+        await Daemon.DisposeAsync();
+        Client.Dispose();
+        Directory.Delete(Work, recursive: true);
+    }
+}

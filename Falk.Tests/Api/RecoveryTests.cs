@@ -1,0 +1,190 @@
+using System.Net;
+using Falk.Core.Processes;
+using Falk.Tests.Fixtures;
+
+namespace Falk.Tests.Api;
+
+/// <summary>A daemon that stops or dies and starts again: machines are taken back or cleaned up, never leaked.</summary>
+public sealed class RecoveryTests
+{
+    private static string Template(int marker) => $"""
+        [sleeper]
+        type = custom
+        launch = /bin/sleep {marker}
+        ssh_user = nobody
+        """;
+
+    [Fact(Timeout = 90_000)]
+    public async Task After_SIGTERM_with_keep_the_next_start_takes_the_machines_back_with_their_ids_ports_and_leases()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var marker = Random.Shared.Next(100_000, 999_999);
+        var daemon = await FalkDaemon.StartAsync(Template(marker), ct, onShutdown: "keep");
+        await using (daemon)
+        {
+            var running = await daemon.Client.CreateAsync("sleeper", ct);
+            var prepared = await daemon.Client.CreateAsync("sleeper", ct);
+            var runningId = running["id"]!.GetValue<string>();
+            await daemon.Client.BootAsync(runningId, ct, "");
+            var pid = ProcessTable.WithArgument($"sleep {marker}").Single();
+
+            (await daemon.SignalDaemonOnlyAsync(kill: false, ct)).Should().Be(0);
+            ProcessTable.WithArgument($"sleep {marker}").Should().Equal([pid], "keep leaves the machine running");
+
+            await daemon.StartProcessAsync(ct);
+            var machines = await daemon.Client.ListAsync(ct);
+
+            machines.Should().HaveCount(2);
+            var back = machines.Single(m => m!["id"]!.GetValue<string>() == runningId)!;
+            back["state"]!.GetValue<string>().Should().Be("running");
+            back["ssh"]!["port"]!.GetValue<int>().Should().Be(running["ssh"]!["port"]!.GetValue<int>());
+            back["lease_expires_at"]!.GetValue<DateTimeOffset>().Should().Be(running["lease_expires_at"]!.GetValue<DateTimeOffset>());
+            machines.Single(m => m!["id"]!.GetValue<string>() == prepared["id"]!.GetValue<string>())!["state"]!.GetValue<string>().Should().Be("prepared");
+
+            // A new machine does not get the port of a machine taken back.
+            var fresh = await daemon.Client.CreateAsync("sleeper", ct);
+            fresh["ssh"]!["port"]!.GetValue<int>().Should().NotBe(running["ssh"]!["port"]!.GetValue<int>());
+
+            await daemon.Client.DeleteMachineAsync(runningId, ct);
+            ProcessTable.WithArgument($"sleep {marker}").Should().BeEmpty("the taken-back machine is stopped by delete");
+        }
+    }
+
+    [Fact(Timeout = 90_000)]
+    public async Task After_kill_9_a_machine_that_died_meanwhile_is_cleaned_up_and_unrecorded_leftovers_are_removed()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var marker = Random.Shared.Next(100_000, 999_999);
+        var daemon = await FalkDaemon.StartAsync(Template(marker), ct, onShutdown: "keep");
+        await using (daemon)
+        {
+            var survivor = (await daemon.Client.CreateAsync("sleeper", ct))["id"]!.GetValue<string>();
+            var victim = (await daemon.Client.CreateAsync("sleeper", ct))["id"]!.GetValue<string>();
+            await daemon.Client.BootAsync(survivor, ct, "");
+            await daemon.Client.BootAsync(victim, ct, "");
+            await daemon.SignalDaemonOnlyAsync(kill: true, ct);
+
+            // While the daemon is down, one machine's process dies, and a stray process and folder appear
+            // that carry this daemon's marks but belong to no recorded machine.
+            var pids = ProcessTable.WithArgument($"sleep {marker}");
+            pids.Should().HaveCount(2);
+            var victimPid = pids.Single(p => Falk.Core.Unix.ProcessTree.EnvironmentValue(p, "FALK_MACHINE_ID") == victim);
+            Falk.Core.Unix.ProcessTree.Kill(victimPid);
+            var instance = Falk.Core.Unix.ProcessTree.EnvironmentValue(pids.Single(p => p != victimPid), "FALK_INSTANCE")!;
+            var orphan = RunningProcess.Start(new ProcessSpec(["setsid", "sleep", $"{marker}9"])
+            {
+                Environment = new Dictionary<string, string?> { ["FALK_INSTANCE"] = instance, ["FALK_MACHINE_ID"] = "mnotrecorded1" },
+            });
+            await using var orphanHandle = orphan;
+            var orphanFolder = Directory.CreateDirectory(Path.Combine(daemon.Directory.File("state"), "machines", "mnotrecorded1")).FullName;
+
+            await daemon.StartProcessAsync(ct);
+
+            var machines = await daemon.Client.ListAsync(ct);
+            machines.Should().ContainSingle().Which!["id"]!.GetValue<string>().Should().Be(survivor);
+            await orphan.Exited.WaitAsync(TimeSpan.FromSeconds(10), ct);
+            Directory.Exists(orphanFolder).Should().BeFalse();
+            daemon.Output.Should().Contain($"Machine {victim} (recorded running) was gone after restart");
+
+            await daemon.Client.DeleteMachineAsync(survivor, ct);
+            ProcessTable.WithArgument($"sleep {marker}").Should().BeEmpty();
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task With_on_shutdown_destroy_SIGTERM_leaves_nothing_and_the_next_start_has_no_machines()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var marker = Random.Shared.Next(100_000, 999_999);
+        var daemon = await FalkDaemon.StartAsync(Template(marker), ct, onShutdown: "destroy");
+        await using (daemon)
+        {
+            var id = (await daemon.Client.CreateAsync("sleeper", ct))["id"]!.GetValue<string>();
+            await daemon.Client.BootAsync(id, ct, "");
+
+            await daemon.StopAsync(ct);
+            ProcessTable.WithArgument($"sleep {marker}").Should().BeEmpty();
+
+            await daemon.StartProcessAsync(ct);
+            (await daemon.Client.ListAsync(ct)).Should().BeEmpty();
+            using var gone = await daemon.Client.GetAsync($"v1/machines/{id}", ct);
+            gone.StatusCode.Should().Be(HttpStatusCode.NotFound);
+        }
+    }
+
+    [Fact(Timeout = 300_000)]
+    public async Task Killing_the_daemon_at_random_points_of_50_lifecycles_never_leaks_a_process_a_folder_or_a_port()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var marker = Random.Shared.Next(100_000, 999_999);
+        var random = new Random(marker);
+        var daemon = await FalkDaemon.StartAsync(Template(marker), ct, onShutdown: "keep", ports: 20);
+        await using (daemon)
+        {
+            var stateDirectory = daemon.Directory.File("state");
+            var instance = new Falk.Core.Config.DaemonOptions { StateDirectory = stateDirectory }.InstanceId;
+            var kills = 0;
+            for (var cycle = 0; cycle < 50; cycle++)
+            {
+                var lifecycle = LifecycleAsync(daemon.Client, ct);
+                if (random.Next(2) == 0)
+                {
+                    await Task.Delay(random.Next(0, 150), ct);
+                    await daemon.SignalDaemonOnlyAsync(kill: true, ct);
+                    kills++;
+                    await lifecycle;
+                    await daemon.StartProcessAsync(ct);
+                }
+                else
+                {
+                    await lifecycle;
+                }
+
+                await AssertNothingLeakedAsync(daemon.Client, stateDirectory, instance, ct);
+            }
+
+            foreach (var machine in await daemon.Client.ListAsync(ct))
+            {
+                await daemon.Client.DeleteMachineAsync(machine!["id"]!.GetValue<string>(), ct);
+            }
+
+            kills.Should().BeGreaterThan(10);
+            Falk.Core.Unix.ProcessTree.WithEnvironment("FALK_INSTANCE", instance).Should().BeEmpty();
+            ProcessTable.WithArgument($"sleep {marker}").Should().BeEmpty();
+        }
+    }
+
+    /// <summary>create → boot → delete; a daemon killed half way makes any step fail, which is expected here.</summary>
+    private static async Task LifecycleAsync(HttpClient client, CancellationToken ct)
+    {
+        try
+        {
+            using var created = await client.PostJsonAsync("v1/machines", new { template = "sleeper" }, ct);
+            var id = (await created.JsonAsync(ct))["id"]!.GetValue<string>();
+            using var booted = await client.PostAsync($"v1/machines/{id}/boot", null, ct);
+            using var deleted = await client.DeleteAsync($"v1/machines/{id}", ct);
+        }
+        catch (Exception e) when (e is HttpRequestException or System.Text.Json.JsonException or IOException or NullReferenceException)
+        {
+            // The daemon died under the request.
+        }
+    }
+
+    /// <summary>Every process and folder this daemon made belongs to a machine it lists, and no two machines share a port.</summary>
+    private static async Task AssertNothingLeakedAsync(HttpClient client, string stateDirectory, string instance, CancellationToken ct)
+    {
+        var machines = await client.ListAsync(ct);
+        var ids = machines.Select(m => m!["id"]!.GetValue<string>()).ToHashSet();
+        machines.Select(m => m!["ssh"]!["port"]!.GetValue<int>()).Should().OnlyHaveUniqueItems();
+        foreach (var pid in Falk.Core.Unix.ProcessTree.WithEnvironment("FALK_INSTANCE", instance))
+        {
+            ids.Should().Contain(Falk.Core.Unix.ProcessTree.EnvironmentValue(pid, "FALK_MACHINE_ID"), $"process {pid} must belong to a listed machine");
+        }
+
+        var folders = Path.Combine(stateDirectory, "machines");
+        if (Directory.Exists(folders))
+        {
+            Directory.EnumerateDirectories(folders).Select(Path.GetFileName).Should().BeSubsetOf(ids);
+        }
+    }
+}

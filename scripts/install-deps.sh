@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Falk's tests, demo and backends use. Idempotent: installs only what is missing.
+set -euo pipefail
+
+packages=(
+  openssh-server openssh-client           # the sshd inside custom machines, test guests and images; ssh-keygen
+  util-linux procps curl ca-certificates  # setsid (own process group per launch), ps, the README's curl session
+  podman runc uidmap slirp4netns fuse-overlayfs netavark aardvark-dns catatonit  # podman backend and its API service
+  mmdebstrap                              # the podman test image's root filesystem
+  qemu-system-x86 qemu-utils              # qemu backend
+  busybox-static e2fsprogs cpio zstd xz-utils  # the qemu test guest
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]} (run as root, or install them)" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
