@@ -201,8 +201,8 @@ public sealed class PodmanFixture : IAsyncLifetime
     /// A falkd on this fixture's podman with the template <c>sshd</c> (the test image, no pinned key) and
     /// <paramref name="templates"/>; <paramref name="service"/> replaces the fixture's API service.
     /// </summary>
-    public Task<PodmanDaemon> StartDaemonAsync(CancellationToken cancellationToken, string templates = "", int ports = 10, PodmanService? service = null) =>
-        PodmanDaemon.StartAsync(service ?? Service, Image, templates, ports, cancellationToken);
+    public Task<PodmanDaemon> StartDaemonAsync(CancellationToken cancellationToken, string templates = "", int ports = 10, PodmanService? service = null, string onShutdown = "destroy") =>
+        PodmanDaemon.StartAsync(service ?? Service, Image, templates, ports, onShutdown, cancellationToken);
 
     public async ValueTask DisposeAsync()
     {
@@ -215,7 +215,7 @@ public sealed class PodmanFixture : IAsyncLifetime
     }
 }
 
-/// <summary>A falkd with podman templates and a unique instance name; disposal stops it and removes everything with that name.</summary>
+/// <summary>A falkd with podman templates and a state folder of its own (so a unique instance id); disposal stops it and removes everything labelled with that id.</summary>
 public sealed class PodmanDaemon : IAsyncDisposable
 {
     private PodmanDaemon(FalkDaemon daemon, string instance)
@@ -228,14 +228,13 @@ public sealed class PodmanDaemon : IAsyncDisposable
 
     public HttpClient Client => Daemon.Client;
 
-    /// <summary>The daemon's name: the <c>org.falk.instance</c> label of what it makes.</summary>
+    /// <summary>The daemon's instance id (a hash of its <c>state_dir</c>): the <c>org.falk.instance</c> label of what it makes.</summary>
     public string Instance { get; }
 
     public string InstanceLabel => $"org.falk.instance={Instance}";
 
-    public static async Task<PodmanDaemon> StartAsync(PodmanService service, PodmanTestImage image, string templates, int ports, CancellationToken cancellationToken)
+    public static async Task<PodmanDaemon> StartAsync(PodmanService service, PodmanTestImage image, string templates, int ports, string onShutdown, CancellationToken cancellationToken)
     {
-        var instance = "falk-test-" + Guid.NewGuid().ToString("N")[..8];
         var daemon = await FalkDaemon.StartAsync($"""
             [sshd]
             type = podman
@@ -244,7 +243,8 @@ public sealed class PodmanDaemon : IAsyncDisposable
             ssh_host = 127.0.0.1
 
             {templates}
-            """, cancellationToken, daemonExtra: $"podman_socket = {service.Uri}", ports: ports, name: instance);
+            """, cancellationToken, daemonExtra: $"podman_socket = {service.Uri}", ports: ports, onShutdown: onShutdown);
+        var instance = new Falk.Core.Config.DaemonOptions { StateDirectory = daemon.Directory.File("state") }.InstanceId;
         return new PodmanDaemon(daemon, instance);
     }
 

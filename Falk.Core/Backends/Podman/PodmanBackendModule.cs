@@ -18,7 +18,7 @@ public sealed class PodmanBackendModule : IBackendModule
         services.AddSingleton(sp => new PodmanEngine(options.Socket, sp.GetRequiredService<ILogger<PodmanEngine>>()));
         services.AddSingleton<IPodmanContainers, PodmanContainers>();
         services.AddSingleton<IPodmanImages, PodmanImages>();
-        services.AddSingleton(new PodmanNaming(config.Daemon.Name));
+        services.AddSingleton(new PodmanNaming(config.Daemon.InstanceId));
         services.AddSingleton<PodmanImageStore>();
         services.AddSingleton<PodmanExitWatch>();
         services.AddSingleton<IMachineBackend, PodmanBackend>();

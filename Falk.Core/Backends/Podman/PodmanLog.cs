@@ -52,4 +52,19 @@ internal static partial class PodmanLog
 
     [LoggerMessage(5014, LogLevel.Warning, "Machine {MachineId}: {Operation} failed: {Reason}")]
     public static partial void OperationFailed(ILogger logger, string machineId, string operation, string reason);
+
+    [LoggerMessage(5016, LogLevel.Information, "Machine {MachineId}: container {ContainerId} taken back after restart ({Status})")]
+    public static partial void TakenBack(ILogger logger, string machineId, string containerId, string status);
+
+    [LoggerMessage(5017, LogLevel.Warning, "Machine {MachineId}: no container left after restart (recorded {RecordedState}); removing its snapshot images")]
+    public static partial void GoneAfterRestart(ILogger logger, string machineId, string recordedState);
+
+    [LoggerMessage(5018, LogLevel.Warning, "Machine {MachineId}: container {ContainerId} removed, it belongs to no recorded machine ({Reason})")]
+    public static partial void OrphanContainerRemoved(ILogger logger, string machineId, string containerId, string reason);
+
+    [LoggerMessage(5019, LogLevel.Warning, "Machine {MachineId}: snapshot image {Image} removed, it belongs to no recorded machine")]
+    public static partial void OrphanImageRemoved(ILogger logger, string machineId, string image);
+
+    [LoggerMessage(5020, LogLevel.Warning, "Removing leftovers of unrecorded machines failed: {Reason}")]
+    public static partial void OrphanRemovalFailed(ILogger logger, string reason);
 }

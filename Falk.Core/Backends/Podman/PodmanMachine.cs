@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Falk.Core.Backends.Podman.Engine;
 using Falk.Core.Machines;
 using Falk.Core.Ssh;
@@ -55,6 +56,23 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     public IReadOnlyList<HostKey> DiscoveredHostKeys { get; }
 
     public Task<MachineExit>? Exited { get; private set; }
+
+    /// <summary>The container now serving the machine and what a restart needs to rebuild this object around it.</summary>
+    public string? Handle => JsonSerializer.Serialize(new PodmanHandle(ContainerId, _containerSpec.Image, _fromCommittedVersion,
+        DiscoveredHostKeys.Select(k => k.PublicKeyLine).ToList()));
+
+    /// <summary>
+    /// After a daemon restart, for a container that outlived the previous daemon: its exit is watched again when it
+    /// runs, and its snapshot images (made by the previous daemon, maybe) are removed with it.
+    /// </summary>
+    public void TakeBack(bool running)
+    {
+        _snapshotsMade = true;
+        if (running)
+        {
+            Exited = WatchAsync();
+        }
+    }
 
     private string ContainerId
     {
@@ -474,3 +492,9 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
 
     private sealed record SnapshotImage(SnapshotInfo Info, string ImageId, string Reference);
 }
+
+/// <summary>
+/// What a podman machine needs to be found and rebuilt after a restart: the container serving it (a restore replaces
+/// it), the image it was first made from, whether that was a committed version, and the host keys pinned at prepare.
+/// </summary>
+internal sealed record PodmanHandle(string ContainerId, string ImageId, bool FromCommittedVersion, IReadOnlyList<string>? HostKeys);

@@ -46,7 +46,9 @@ public static class PodmanLabels
 }
 
 /// <summary>
-/// Image names Falk owns, under <c>localhost/falk/INSTANCE/</c> so that two daemons on one storage never meet:
+/// Image names Falk owns, under <c>localhost/falk/INSTANCE/</c> so that two daemons on one storage never meet
+/// (INSTANCE is the daemon's <c>InstanceId</c>, a hash of its <c>state_dir</c>: unique on the host, unlike <c>name</c>,
+/// and already lowercase hex, so a valid repository component):
 /// <c>templates/TEMPLATE:current</c> (the template's image after a commit; a tag move is atomic and survives restarts),
 /// <c>templates/TEMPLATE:vTIME</c> (each committed version) and <c>machines/ID:s-SNAPSHOT</c>.
 /// </summary>

@@ -18,7 +18,7 @@ public sealed class PodmanEngineTests
             type = custom
             launch = /bin/sleep 1000
             ssh_user = nobody
-            """, 10, ct);
+            """, 10, "destroy", ct);
         var running = await podman.Client.BootAsync((await podman.Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>(), ct);
 
         await service.StopAsync();
