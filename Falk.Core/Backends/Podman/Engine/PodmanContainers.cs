@@ -250,12 +250,20 @@ internal sealed class PodmanContainers(PodmanEngine engine) : IPodmanContainers
         return containers
             .Select(c => new ContainerSummary(c.ID, c.Names?.Select(n => n.TrimStart('/')).ToList() ?? [], c.State,
                 (IReadOnlyDictionary<string, string>?)c.Labels?.ToDictionary() ?? new Dictionary<string, string>()))
+            .Where(c => LabelFilter.Matches(c.Labels, labels))
             .ToList();
     }
 }
 
 internal static class LabelFilter
 {
+    /// <summary>
+    /// Whether <paramref name="labels"/> carry every one of <paramref name="required"/>. Listings are checked again with
+    /// this: podman 4.3 is not to be trusted to AND several label filters (one daemon's reaper must never see another's).
+    /// </summary>
+    public static bool Matches(IReadOnlyDictionary<string, string> labels, IReadOnlyDictionary<string, string> required) =>
+        required.All(r => labels.TryGetValue(r.Key, out var value) && value == r.Value);
+
     /// <summary>The API's filter form: <c>{"label": {"key=value": true, …}}</c> (all must match).</summary>
     public static Dictionary<string, IDictionary<string, bool>> Of(IReadOnlyDictionary<string, string> labels) => new()
     {

@@ -83,6 +83,7 @@ internal sealed class PodmanImages(PodmanEngine engine) : IPodmanImages
             .Select(i => new ImageSummary(i.ID, i.RepoTags?.ToList() ?? [],
                 (IReadOnlyDictionary<string, string>?)i.Labels?.ToDictionary() ?? new Dictionary<string, string>(),
                 new DateTimeOffset(DateTime.SpecifyKind(i.Created, DateTimeKind.Utc)), i.Size))
+            .Where(i => LabelFilter.Matches(i.Labels, labels))
             .ToList();
     }
 }
