@@ -6,6 +6,7 @@ var benchmarks = new Dictionary<string, Func<string[], CancellationToken, Task<i
 {
     ["custom"] = CustomBenchmark.RunAsync,
     ["soak"] = SoakBenchmark.RunAsync,
+    ["podman"] = PodmanBenchmark.RunAsync,
     ["qemu"] = QemuBenchmark.RunAsync,
 };
 

@@ -1,4 +1,5 @@
 using Falk.Core.Backends.Custom;
+using Falk.Core.Backends.Podman;
 using Falk.Core.Backends.Qemu;
 using Falk.Core.Config;
 
@@ -10,6 +11,7 @@ public static class BackendModules
     public static IReadOnlyList<IBackendModule> All { get; } =
     [
         new CustomBackendModule(),
+        new PodmanBackendModule(),
         new QemuBackendModule(),
     ];
 

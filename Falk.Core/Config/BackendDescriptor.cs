@@ -7,7 +7,12 @@ namespace Falk.Core.Config;
 /// <param name="Type">The <c>type =</c> value, e.g. <c>custom</c>.</param>
 /// <param name="ParseOptions">Reads the backend's keys; reports problems through the reader and returns null on error.</param>
 /// <param name="SupportsManage">Whether templates of this type can run in management mode.</param>
+/// <param name="ParseDaemonOptions">
+/// Reads the backend's own keys of the <c>[falk]</c> section (e.g. an engine socket), or null when it has none;
+/// the result is in <see cref="DaemonOptions.BackendOptions"/> under <paramref name="Type"/>.
+/// </param>
 public sealed record BackendDescriptor(
     string Type,
     Func<SectionReader, object?> ParseOptions,
-    bool SupportsManage);
+    bool SupportsManage,
+    Func<SectionReader, object?>? ParseDaemonOptions = null);

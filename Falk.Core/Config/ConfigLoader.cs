@@ -42,7 +42,7 @@ public static partial class ConfigLoader
 
         // An empty or absent [falk] section means all defaults (the INI reader cannot tell the two apart).
         var daemonSection = root.GetSection(DaemonSection);
-        var daemon = ReadDaemon(new SectionReader(fullPath, daemonSection, errors), warnings);
+        var daemon = ReadDaemon(new SectionReader(fullPath, daemonSection, errors), backends, warnings);
 
         var templates = new List<TemplateDefinition>();
         foreach (var section in root.GetChildren().Where(s => !string.Equals(s.Key, DaemonSection, StringComparison.OrdinalIgnoreCase)))
@@ -73,7 +73,7 @@ public static partial class ConfigLoader
         return new FalkConfig(fullPath, daemon, templates, warnings);
     }
 
-    private static DaemonOptions ReadDaemon(SectionReader reader, List<string> warnings)
+    private static DaemonOptions ReadDaemon(SectionReader reader, IReadOnlyList<BackendDescriptor> backends, List<string> warnings)
     {
         var options = new DaemonOptions();
 
@@ -155,10 +155,26 @@ public static partial class ConfigLoader
             AllowedGroups = reader.List("allowed_groups"),
             AdminUsers = reader.List("admin_users"),
             AdminGroups = reader.List("admin_groups"),
+            BackendOptions = ReadBackendDaemonOptions(reader, backends),
         };
 
         WarnUnknownKeys(reader, warnings);
         return result;
+    }
+
+    /// <summary>The keys backends add to <c>[falk]</c> (an engine's socket …), each read by its own backend.</summary>
+    private static Dictionary<string, object> ReadBackendDaemonOptions(SectionReader reader, IReadOnlyList<BackendDescriptor> backends)
+    {
+        var options = new Dictionary<string, object>(StringComparer.Ordinal);
+        foreach (var backend in backends)
+        {
+            if (backend.ParseDaemonOptions?.Invoke(reader) is { } parsed)
+            {
+                options[backend.Type] = parsed;
+            }
+        }
+
+        return options;
     }
 
     private static TemplateDefinition? ReadTemplate(SectionReader reader, IReadOnlyList<BackendDescriptor> backends, List<string> warnings)

@@ -51,6 +51,9 @@ public sealed record DaemonOptions
 
     public IReadOnlyList<string> AdminGroups { get; init; } = [];
 
+    /// <summary>What each backend read of this section (<see cref="BackendDescriptor.ParseDaemonOptions"/>), by backend type.</summary>
+    public IReadOnlyDictionary<string, object> BackendOptions { get; init; } = new Dictionary<string, object>();
+
     /// <summary>On SIGTERM, leave machines running for the next start to reattach (keep) or destroy them.</summary>
     public ShutdownPolicy OnShutdown { get; init; } = ShutdownPolicy.Keep;
 

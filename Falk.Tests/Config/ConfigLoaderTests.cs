@@ -1,5 +1,6 @@
 using Falk.Core.Backends;
 using Falk.Core.Backends.Custom;
+using Falk.Core.Backends.Podman;
 using Falk.Core.Config;
 using Falk.Tests.Fixtures;
 
@@ -80,19 +81,22 @@ public sealed class ConfigLoaderTests : IDisposable
         config.Daemon.ControlSocketPermissions.Should().Be((UnixFileMode)Convert.ToInt32("770", 8));
         config.Daemon.ControlSocketGroup.Should().Be("root");
         config.Daemon.VmPorts.Should().Be(new PortRange(7888, 8000));
-        config.Templates.Select(t => t.Id).Should().Equal("debian-sid", "local-sshd");
-        var local = config.Templates[1];
-        local.Should().Match<TemplateDefinition>(t =>
-            t.Id == "local-sshd" && t.Name == "local" && t.Type == "custom" && t.SshUser == "chantal" && t.SshHost == "localhost");
+        config.Templates.Select(t => t.Id).Should().Equal("arch-podman", "debian-sid", "local-sshd");
+        var local = config.Templates.Single(t => t.Id == "local-sshd");
+        local.Should().Match<TemplateDefinition>(t => t.Name == "local" && t.Type == "custom" && t.SshUser == "chantal" && t.SshHost == "localhost");
         var custom = (CustomTemplateOptions)local.BackendOptions;
         custom.Launch.Should().Equal("/usr/sbin/sshd", "-D", "-e", "-p", "{SSHPORT}", "-f", "/etc/falk/sshd config");
         local.KnownHostKeys.Should().ContainSingle().Which.PublicKeyLine.Should().Be(string.Join(' ', HostKeyLine.Split(' ')[..2]));
-        var qemu = (Falk.Core.Backends.Qemu.QemuTemplateOptions)config.Templates[0].BackendOptions;
+        var qemu = (Falk.Core.Backends.Qemu.QemuTemplateOptions)config.Templates.Single(t => t.Id == "debian-sid").BackendOptions;
         qemu.BaseImage.Should().Be("/srv/falk/debian-sid.qcow2");
         qemu.OverlayPrefix.Should().Be("/tmp/falk-debian-sid-overlay");
         qemu.Command.Should().Contain("file={IMAGENAME},if=virtio");
-        config.Warnings.Should().Contain(w => w.Contains("[arch-podman] type: 'podman'", StringComparison.Ordinal))
-            .And.Contain(w => w.Contains("[lxd-ubuntu] type: 'lxd'", StringComparison.Ordinal));
+        var podman = (PodmanTemplateOptions)config.Templates.Single(t => t.Id == "arch-podman").BackendOptions;
+        podman.BaseImage.Should().Be("localhost/arch-ssh:latest");
+        podman.IgnoredCommand.Should().StartWith("podman run", "the original's command line is kept only to be logged as ignored");
+        config.Warnings.Should().Contain(w => w.Contains("[lxd-ubuntu] type: 'lxd'", StringComparison.Ordinal))
+            .And.NotContain(w => w.Contains("[arch-podman] type:", StringComparison.Ordinal))
+            .And.NotContain(w => w.Contains("[debian-sid] type:", StringComparison.Ordinal));
     }
 
     [Fact]

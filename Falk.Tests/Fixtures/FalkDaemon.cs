@@ -37,9 +37,10 @@ public sealed class FalkDaemon : IAsyncDisposable
     /// <summary>
     /// Writes a config whose [falk] section points at a socket in a new temporary folder and a fresh port range,
     /// followed by <paramref name="templates"/> (INI text), then starts falkd and waits until it answers.
+    /// <paramref name="name"/> is the daemon's instance name (what labels its containers).
     /// </summary>
     /// <remarks>Unless <paramref name="onShutdown"/> says otherwise, machines are destroyed when the daemon stops, so no test leaks them.</remarks>
-    public static async Task<FalkDaemon> StartAsync(string templates, CancellationToken cancellationToken, string daemonExtra = "", int ports = 10, string onShutdown = "destroy")
+    public static async Task<FalkDaemon> StartAsync(string templates, CancellationToken cancellationToken, string daemonExtra = "", int ports = 10, string name = "falk-test", string onShutdown = "destroy")
     {
         var directory = new TempDirectory();
         var socket = directory.File("falk.sock");
@@ -47,7 +48,7 @@ public sealed class FalkDaemon : IAsyncDisposable
         var config = directory.File("falk.conf");
         await File.WriteAllTextAsync(config, $"""
             [falk]
-            name = falk-test
+            name = {name}
             control_socket = {socket}
             control_socket_permissions = 770
             vm_ports = [{first},{last}]
