@@ -639,12 +639,15 @@ public sealed class MachineService : IAsyncDisposable
     /// </summary>
     public async Task RecoverAsync(CancellationToken cancellationToken)
     {
+        // Machines whose record stays although they could not be taken back now: never swept as orphans.
+        var keptRecords = new HashSet<string>(StringComparer.Ordinal);
         foreach (var record in _store.All())
         {
             var template = _config.Templates.FirstOrDefault(t => t.Name == record.Template && t.Type == record.Type);
             if (template is null || !_backends.TryGetValue(record.Type, out var backend))
             {
                 MachineLog.CannotRecover(_logger, record.Id, record.Template, record.Type);
+                keptRecords.Add(record.Id);
                 continue;
             }
 
@@ -658,6 +661,7 @@ public sealed class MachineService : IAsyncDisposable
             catch (Exception e) when (e is FalkException or IOException)
             {
                 MachineLog.CleanupFailed(_logger, record.Id, e);
+                keptRecords.Add(record.Id);
                 continue;
             }
 
@@ -672,7 +676,7 @@ public sealed class MachineService : IAsyncDisposable
             TakeBack(record, template, reattached);
         }
 
-        var known = _machines.Keys.ToHashSet(StringComparer.Ordinal);
+        var known = _machines.Keys.Concat(keptRecords).ToHashSet(StringComparer.Ordinal);
         foreach (var backend in _backends.Values)
         {
             await backend.RemoveOrphansAsync(known, cancellationToken).ConfigureAwait(false);
