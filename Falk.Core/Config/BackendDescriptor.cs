@@ -11,8 +11,12 @@ namespace Falk.Core.Config;
 /// Reads the backend's own keys of the <c>[falk]</c> section (e.g. an engine socket), or null when it has none;
 /// the result is in <see cref="DaemonOptions.BackendOptions"/> under <paramref name="Type"/>.
 /// </param>
+/// <param name="ReadsHostKeyFromImage">
+/// Whether a template without a configured host key still gets one pinned, read out of its image (podman).
+/// </param>
 public sealed record BackendDescriptor(
     string Type,
     Func<SectionReader, object?> ParseOptions,
     bool SupportsManage,
-    Func<SectionReader, object?>? ParseDaemonOptions = null);
+    Func<SectionReader, object?>? ParseDaemonOptions = null,
+    bool ReadsHostKeyFromImage = false);

@@ -217,7 +217,7 @@ public static partial class ConfigLoader
         var sshHost = reader.Text("ssh_host", "localhost");
         var sshPort = reader.Number("ssh_port", 1, 65535);
         var maxMachines = reader.Number("max_machines", 1, 10_000);
-        var hostKeys = ReadHostKeys(reader, warnings);
+        var hostKeys = ReadHostKeys(reader, backend.ReadsHostKeyFromImage ? null : warnings);
         var backendOptions = backend.ParseOptions(reader);
 
         WarnUnknownKeys(reader, warnings);
@@ -241,7 +241,8 @@ public static partial class ConfigLoader
         };
     }
 
-    private static IReadOnlyList<HostKey> ReadHostKeys(SectionReader reader, List<string> warnings)
+    /// <param name="warnings">Where to warn that keys go unverified; null when the backend pins a key it reads from the image.</param>
+    private static IReadOnlyList<HostKey> ReadHostKeys(SectionReader reader, List<string>? warnings)
     {
         var inline = reader.Text("ssh_known_host_key");
         var file = reader.FilePath("ssh_known_host_key_file");
@@ -285,7 +286,7 @@ public static partial class ConfigLoader
             return keys;
         }
 
-        warnings.Add($"{reader.ConfigPath}: [{reader.Section}] neither ssh_known_host_key nor ssh_known_host_key_file is set: host keys will not be verified");
+        warnings?.Add($"{reader.ConfigPath}: [{reader.Section}] neither ssh_known_host_key nor ssh_known_host_key_file is set: host keys will not be verified");
         return [];
     }
 

@@ -58,7 +58,7 @@ public sealed partial record PodmanTemplateOptions(
     /// <summary>Podman refuses less.</summary>
     public const long MinimumMemoryBytes = 6 * 1024 * 1024;
 
-    public static BackendDescriptor Descriptor { get; } = new("podman", Parse, SupportsManage: true, PodmanDaemonOptions.Parse);
+    public static BackendDescriptor Descriptor { get; } = new("podman", Parse, SupportsManage: true, PodmanDaemonOptions.Parse, ReadsHostKeyFromImage: true);
 
     [GeneratedRegex(@"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$", RegexOptions.IgnoreCase)]
     private static partial Regex SizePattern();
