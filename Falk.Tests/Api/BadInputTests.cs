@@ -90,8 +90,7 @@ public sealed class BadInputTests(SshdDaemonFixture fixture) : IClassFixture<Ssh
 
             var problem = await response.ShouldBeProblemAsync(HttpStatusCode.BadRequest, action.StartsWith("boot?wait=ssh&timeout=soon", StringComparison.Ordinal) ? "bad-request" : "invalid-request", ct);
             problem["detail"]!.GetValue<string>().Should().Contain(detail);
-            using var machine = await Client.GetAsync($"v1/machines/{id}", ct);
-            (await machine.JsonAsync(ct))["state"]!.GetValue<string>().Should().Be("prepared");
+            (await Client.StateAsync(id, ct)).Should().Be("prepared");
         }
         finally
         {

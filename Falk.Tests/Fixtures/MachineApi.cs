@@ -29,6 +29,15 @@ public static class MachineApi
         response.StatusCode.Should().Be(HttpStatusCode.NoContent, await response.Content.ReadAsStringAsync(ct));
     }
 
+    /// <summary>The machine's state as GET /v1/machines/{id} says it.</summary>
+    public static async Task<string> StateAsync(this HttpClient client, string id, CancellationToken ct)
+    {
+        using var response = await client.GetAsync($"v1/machines/{id}", ct);
+        var body = await response.JsonAsync(ct);
+        response.StatusCode.Should().Be(HttpStatusCode.OK, body.ToJsonString());
+        return body["state"]!.GetValue<string>();
+    }
+
     public static async Task<JsonArray> ListAsync(this HttpClient client, CancellationToken ct)
     {
         using var response = await client.GetAsync("v1/machines", ct);

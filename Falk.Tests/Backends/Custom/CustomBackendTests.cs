@@ -144,8 +144,7 @@ public sealed class CustomBackendTests
             started.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(30), "a dead machine is not waited for until the timeout");
             problem["exit_code"]!.GetValue<int>().Should().Be(3);
             problem["output_tail"]!.GetValue<string>().Should().Contain("kernel panic");
-            using var machine = await daemon.Client.GetAsync($"v1/machines/{id}", ct);
-            (await machine.JsonAsync(ct))["state"]!.GetValue<string>().Should().Be("failed");
+            (await daemon.Client.StateAsync(id, ct)).Should().Be("failed");
             await daemon.Client.DeleteMachineAsync(id, ct);
         }
     }
@@ -277,8 +276,7 @@ public sealed class CustomBackendTests
 
             followed.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().Equal("first", "second", "third");
             (await daemon.Client.GetStringAsync($"v1/machines/{id}/console", ct)).Should().Be(followed);
-            using var machine = await daemon.Client.GetAsync($"v1/machines/{id}", ct);
-            (await machine.JsonAsync(ct))["state"]!.GetValue<string>().Should().Be("stopped");
+            (await daemon.Client.StateAsync(id, ct)).Should().Be("stopped");
             await daemon.Client.DeleteMachineAsync(id, ct);
         }
     }
