@@ -52,16 +52,19 @@ public sealed class FalkApi(string socket) : IDisposable
     /// <summary>The server-sent events of <c>/v1/events</c>, as their JSON data.</summary>
     public async IAsyncEnumerable<JsonNode> EventsAsync([EnumeratorCancellation] CancellationToken ct)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Get, "v1/events");
-        using var response = await SendRawAsync(request, ct);
-        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(ct));
-        while (await reader.ReadLineAsync(ct) is { } line)
+        using var stream = await OpenEventsAsync(ct);
+        await foreach (var e in stream.ReadAllAsync(ct))
         {
-            if (line.StartsWith("data: ", StringComparison.Ordinal) && JsonNode.Parse(line[6..]) is { } data)
-            {
-                yield return data;
-            }
+            yield return e;
         }
+    }
+
+    /// <summary>Subscribes to <c>/v1/events</c> and returns once the daemon has answered: events from then on are not missed.</summary>
+    public async Task<EventSubscription> OpenEventsAsync(CancellationToken ct)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Get, "v1/events");
+        var response = await SendRawAsync(request, ct);
+        return new EventSubscription(request, response, new StreamReader(await response.Content.ReadAsStreamAsync(ct)));
     }
 
     public void Dispose() => _http.Dispose();
@@ -100,5 +103,27 @@ public sealed class FalkApi(string socket) : IDisposable
                 problem?["title"]?.GetValue<string>() ?? response.ReasonPhrase ?? "error",
                 problem?["detail"]?.GetValue<string>());
         }
+    }
+}
+
+/// <summary>An open subscription to the daemon's server-sent events.</summary>
+public sealed class EventSubscription(HttpRequestMessage request, HttpResponseMessage response, StreamReader reader) : IDisposable
+{
+    public async IAsyncEnumerable<JsonNode> ReadAllAsync([EnumeratorCancellation] CancellationToken ct)
+    {
+        while (await reader.ReadLineAsync(ct) is { } line)
+        {
+            if (line.StartsWith("data: ", StringComparison.Ordinal) && JsonNode.Parse(line[6..]) is { } data)
+            {
+                yield return data;
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        reader.Dispose();
+        response.Dispose();
+        request.Dispose();
     }
 }

@@ -26,6 +26,8 @@ public sealed class ManageSession(FalkApi api, Output output, SignalGate signals
         string? id = null;
         try
         {
+            // Subscribed before anything is made, so the boot's progress is told from its first step.
+            using var events = await api.OpenEventsAsync(ct);
             var kind = options.Volatile ? "a throwaway copy" : "a management machine";
             var machine = await output.StepAsync($"creating {kind} of {options.Template}", _ =>
                 api.PostAsync("v1/machines", new { template = options.Template, manage = !options.Volatile, lease_seconds = options.LeaseSeconds }, ct));
@@ -33,7 +35,7 @@ public sealed class ManageSession(FalkApi api, Output output, SignalGate signals
             using var renewing = CancellationTokenSource.CreateLinkedTokenSource(ct);
             var renewal = RenewLeaseAsync(id, options.LeaseSeconds, renewing.Token);
 
-            await output.StepAsync($"booting {id} and waiting for SSH", status => BootAsync(id, status, ct));
+            await output.StepAsync($"booting {id} and waiting for SSH", status => BootAsync(id, events, status, ct));
             var ssh = await api.GetAsync($"v1/machines/{id}/ssh", ct);
             var exitCode = await Ssh.RunAsync(ssh, options.Command, options.Identity, signals);
 
@@ -71,7 +73,7 @@ public sealed class ManageSession(FalkApi api, Output output, SignalGate signals
         }
     }
 
-    private async Task<JsonNode> BootAsync(string id, Action<string> status, CancellationToken ct)
+    private async Task<JsonNode> BootAsync(string id, EventSubscription events, Action<string> status, CancellationToken ct)
     {
         // The event stream tells how far the boot has come while the request waits for SSH.
         using var watching = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -79,21 +81,21 @@ public sealed class ManageSession(FalkApi api, Output output, SignalGate signals
         {
             try
             {
-                await foreach (var e in api.EventsAsync(watching.Token))
+                await foreach (var e in events.ReadAllAsync(watching.Token))
                 {
-                    if (e["machine_id"]?.GetValue<string>() == id)
+                    if (e["machine_id"]?.GetValue<string>() == id && e["type"]?.GetValue<string>() is { } type and not "created")
                     {
-                        status(e["type"]!.GetValue<string>() switch
+                        status(type switch
                         {
                             "booting" => "starting",
-                            "running" => "started",
                             "ready" => "SSH answers with the pinned host key",
+                            "running" => "running",
                             var other => other,
                         });
                     }
                 }
             }
-            catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException or FalkApiException or DaemonUnreachableException)
+            catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException)
             {
                 // Progress is a nicety; the boot answer is what counts.
             }

@@ -60,10 +60,14 @@ public sealed class Output(bool json)
         }
 
         T result = default!;
+        string? detail = null;
         await _err.Status().StartAsync(what, async context =>
         {
-            using var ticker = new Timer(_ => context.Status($"{Markup.Escape(what)} ({watch.Elapsed.TotalSeconds:0.0} s)"), null, 0, 100);
-            result = await step(text => context.Status($"{Markup.Escape(what)}: {Markup.Escape(text)}"));
+            // One line: what the step is, how far it has come (from the step), and for how long.
+            using var ticker = new Timer(
+                _ => context.Status($"{Markup.Escape(what)}{(detail is null ? string.Empty : ": " + Markup.Escape(detail))} ({watch.Elapsed.TotalSeconds:0.0} s)"),
+                null, 0, 100);
+            result = await step(text => detail = text);
         });
         _err.MarkupLine($"[green]✓[/] {Markup.Escape(what)} [grey]({watch.Elapsed.TotalSeconds:0.0} s)[/]");
         return result;
