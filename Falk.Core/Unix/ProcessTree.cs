@@ -21,6 +21,21 @@ public static class ProcessTree
         return stat is not null && stat.Value.State != 'Z';
     }
 
+    /// <summary>True while <paramref name="pid"/> is the very process that started at <paramref name="startTime"/> and is not a zombie.</summary>
+    public static bool IsSameLiveProcess(int pid, long startTime) => StartTime(pid) == startTime && IsAlive(pid);
+
+    /// <summary>
+    /// Completes once the process is gone (exited, or its pid reused). For a process that is not our child, so
+    /// its end can only be seen by looking; the exit code is not known.
+    /// </summary>
+    public static async Task WaitUntilGoneAsync(int pid, long startTime, TimeSpan pollInterval)
+    {
+        while (IsSameLiveProcess(pid, startTime))
+        {
+            await Task.Delay(pollInterval).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), to tell a reused pid apart.</summary>
     public static long? StartTime(int pid) => ReadStat(pid)?.StartTime;
 

@@ -34,7 +34,7 @@ public sealed class CustomBackend(IProcessRunner runner, FalkConfig config, ILog
     {
         var machine = new CustomMachine(spec, runner, logger);
         var launch = handle is null ? null : JsonSerializer.Deserialize<CustomHandle>(handle);
-        var launchAlive = launch is { Pid: { } pid, StartTime: { } start } && ProcessTree.StartTime(pid) == start && ProcessTree.IsAlive(pid);
+        var launchAlive = launch is { Pid: { } pid, StartTime: { } start } && ProcessTree.IsSameLiveProcess(pid, start);
         if (launchAlive)
         {
             machine.Adopt(launch!.Pid!.Value, launch.StartTime!.Value);
@@ -209,7 +209,7 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
 
     private static void SignalAdopted((int Pid, long StartTime) adopted, int signal)
     {
-        if (ProcessTree.StartTime(adopted.Pid) == adopted.StartTime)
+        if (ProcessTree.IsSameLiveProcess(adopted.Pid, adopted.StartTime))
         {
             _ = Native.kill(-adopted.Pid, signal);
             _ = Native.kill(adopted.Pid, signal);
@@ -277,10 +277,7 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
     private static async Task<MachineExit> WatchAdoptedAsync(int pid, long startTime)
     {
         // Not our child any more: no exit code to collect, only whether it still exists.
-        while (ProcessTree.StartTime(pid) == startTime && ProcessTree.IsAlive(pid))
-        {
-            await Task.Delay(AdoptedPollInterval).ConfigureAwait(false);
-        }
+        await ProcessTree.WaitUntilGoneAsync(pid, startTime, AdoptedPollInterval).ConfigureAwait(false);
 
         return new MachineExit(null, "launch process ended (its exit code is not known after a daemon restart)", string.Empty);
     }

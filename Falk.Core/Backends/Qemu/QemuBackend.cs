@@ -4,6 +4,7 @@ using Falk.Core.Config;
 using Falk.Core.Machines;
 using Falk.Core.Processes;
 using Falk.Core.Unix;
+using Falk.Core.Waiting;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -222,10 +223,20 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
     /// <summary>Waits, bounded, until killed processes are gone: their ports and files are free for what comes next.</summary>
     private static async Task WaitGoneAsync(IReadOnlyList<(int Pid, long? StartTime)> killed, CancellationToken cancellationToken)
     {
-        var deadline = DateTime.UtcNow + KillTimeout;
-        while (killed.Any(k => k.StartTime is { } start && AdoptedQemu.IsSameLiveProcess(k.Pid, start)) && DateTime.UtcNow < deadline)
+        try
         {
-            await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+            await Wait.UntilAsync(
+                _ => Task.FromResult(killed.Any(k => k.StartTime is { } start && ProcessTree.IsSameLiveProcess(k.Pid, start))
+                    ? ProbeOutcome.NotYet<bool>("killed QEMU still there")
+                    : ProbeOutcome.Done(true)),
+                TimeSpan.FromMilliseconds(50),
+                KillTimeout,
+                "killed QEMU processes to end",
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (WaitTimeoutException)
+        {
+            // Bounded on purpose: an unkillable process (D state) must not hold up recovery.
         }
     }
 }

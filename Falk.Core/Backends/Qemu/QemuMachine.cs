@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Falk.Core.Backends.Qemu.Qmp;
 using Falk.Core.Machines;
 using Falk.Core.Processes;
+using Falk.Core.Unix;
 using Falk.Core.Waiting;
 using Microsoft.Extensions.Logging;
 
@@ -119,7 +120,7 @@ internal sealed class QemuMachine(
     /// </summary>
     public async Task<bool> AdoptAsync(int pid, long startTime, CancellationToken cancellationToken)
     {
-        if (!AdoptedQemu.IsSameLiveProcess(pid, startTime))
+        if (!ProcessTree.IsSameLiveProcess(pid, startTime))
         {
             return false;
         }

@@ -84,12 +84,9 @@ internal sealed class AdoptedQemu : QemuProcess
 
     public override Task<int?> Exited { get; }
 
-    /// <summary>True while <paramref name="pid"/> is the very process that started at <paramref name="startTime"/> and is not a zombie.</summary>
-    public static bool IsSameLiveProcess(int pid, long startTime) => ProcessTree.StartTime(pid) == startTime && ProcessTree.IsAlive(pid);
-
     public override async Task KillAsync(CancellationToken cancellationToken)
     {
-        if (!IsSameLiveProcess(Pid, StartTime!.Value))
+        if (!ProcessTree.IsSameLiveProcess(Pid, StartTime!.Value))
         {
             return;
         }
@@ -118,11 +115,7 @@ internal sealed class AdoptedQemu : QemuProcess
 
     private static async Task<int?> WatchAsync(int pid, long startTime)
     {
-        while (IsSameLiveProcess(pid, startTime))
-        {
-            await Task.Delay(PollInterval).ConfigureAwait(false);
-        }
-
+        await ProcessTree.WaitUntilGoneAsync(pid, startTime, PollInterval).ConfigureAwait(false);
         return null;
     }
 }
