@@ -453,6 +453,37 @@ class Snapshots:
         return self._machine._update(await self._machine.client._json("POST", path))
 
 
+def keep_lease(machine: Machine, seconds: int) -> asyncio.Task[None]:
+    """Starts renewing ``machine``'s lease for ``seconds`` at a third of its length, until the task is cancelled or the machine is gone."""
+    return asyncio.create_task(_renew(machine, seconds), name=f"falk-renew-{machine.id}")
+
+
+async def _renew(machine: Machine, seconds: int) -> None:
+    interval = seconds / 3
+    delay = interval
+    while True:
+        await asyncio.sleep(delay)
+        try:
+            await machine.renew(seconds)
+            delay = interval
+        except FalkNotFound:
+            log.warning("machine %s is gone; its lease is no longer renewed", machine.id)
+            return
+        except FalkError as e:
+            # Try again soon: the lease still runs for two thirds of its length.
+            log.warning("renewing machine %s's lease: %s", machine.id, e)
+            delay = min(interval, 1.0)
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancels ``task`` and waits until it has ended."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
 async def _despite_cancellation(awaitable: Awaitable[_T]) -> _T:
     """Awaits ``awaitable`` to the end even when the calling task is cancelled meanwhile; the cancellation is raised afterwards."""
     task = asyncio.ensure_future(awaitable)
@@ -504,7 +535,7 @@ class MachineSession:
         try:
             machine = self.machine = await self._create()
             lease = self.lease_seconds or max(1, round((machine.lease_expires_at - machine.created_at).total_seconds()))
-            self._renewer = asyncio.create_task(self._renew(machine, lease), name=f"falk-renew-{machine.id}")
+            self._renewer = keep_lease(machine, lease)
             await machine.boot(wait_ssh=self.wait_ssh, timeout=self.boot_timeout)
             return machine
         except BaseException:
@@ -536,32 +567,12 @@ class MachineSession:
             self.template, lease_seconds=self.lease_seconds, labels=self.labels, idempotency_key=self.idempotency_key, manage=self.manage
         )
 
-    async def _renew(self, machine: Machine, seconds: int) -> None:
-        interval = seconds / 3
-        delay = interval
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await machine.renew(seconds)
-                delay = interval
-            except FalkNotFound:
-                log.warning("machine %s is gone; its lease is no longer renewed", machine.id)
-                return
-            except FalkError as e:
-                # Try again soon: the lease still runs for two thirds of its length.
-                log.warning("renewing machine %s's lease: %s", machine.id, e)
-                delay = min(interval, 1.0)
-
     async def _end(self, *, raise_errors: bool) -> None:
         await _despite_cancellation(self._end_uncancellable(raise_errors))
 
     async def _end_uncancellable(self, raise_errors: bool) -> None:
         if self._renewer is not None:
-            self._renewer.cancel()
-            try:
-                await self._renewer
-            except asyncio.CancelledError:
-                pass
+            await stop_task(self._renewer)
             self._renewer = None
         try:
             if self.machine is None and self._create_sent:
