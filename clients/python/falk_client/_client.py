@@ -14,7 +14,7 @@ import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Literal, Mapping, Sequence, TypeVar, overload
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Literal, Mapping, Sequence, TypeVar, overload
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -225,7 +225,7 @@ class FalkClient:
 
     # ----- events -----
 
-    async def events(self, last_event_id: int | None = None, *, reconnect_timeout: float = 30.0) -> AsyncIterator[Event]:
+    async def events(self, last_event_id: int | None = None, *, reconnect_timeout: float = 30.0) -> AsyncGenerator[Event, None]:
         """
         The daemon's server-sent events, from after ``last_event_id`` (or from now). A dropped connection is
         resumed with ``Last-Event-ID``, so no event is lost or repeated (within the daemon's last 1024 events);
@@ -268,7 +268,7 @@ class FalkClient:
         async with self._call("GET", _machine_path(id, "console")) as response:
             return await response.text()
 
-    async def _console_follow(self, id: str) -> AsyncIterator[str]:
+    async def _console_follow(self, id: str) -> AsyncGenerator[str, None]:
         async with self._call("GET", _machine_path(id, "console"), params={"follow": "true"}) as response:
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             async for chunk in response.content.iter_any():
@@ -370,9 +370,9 @@ class Machine:
     def console(self, follow: Literal[False] = False) -> Awaitable[str]: ...
 
     @overload
-    def console(self, follow: Literal[True]) -> AsyncIterator[str]: ...
+    def console(self, follow: Literal[True]) -> AsyncGenerator[str, None]: ...
 
-    def console(self, follow: bool = False) -> Awaitable[str] | AsyncIterator[str]:
+    def console(self, follow: bool = False) -> Awaitable[str] | AsyncGenerator[str, None]:
         """``await m.console()``: what the machine printed so far; ``async for text in m.console(follow=True)``: that and more until it stops."""
         return self.client._console_follow(self.id) if follow else self.client._console_text(self.id)
 

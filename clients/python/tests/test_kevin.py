@@ -44,8 +44,10 @@ async def test_kevins_job_flow_runs_on_the_rest_api(daemon: Daemon, client: Falk
         await vm.wait_for_ssh_port(timeout=60)
 
         assert vm.run_id is not None and (await vm.status()).running
+        assert vm.ssh_user is not None and vm.ssh_host is not None
         assert (vm.ssh_user, vm.ssh_host) == (ssh_files.user, "127.0.0.1")
-        assert vm.ssh_port is not None and vm.ssh_known_host_key == ssh_files.host_public_key.read_text().strip().rsplit(" ", 1)[0]
+        assert vm.ssh_port is not None and vm.ssh_known_host_key is not None
+        assert vm.ssh_known_host_key == ssh_files.host_public_key.read_text().strip().rsplit(" ", 1)[0]
         code, out = await kevin_ssh(vm.ssh_user, vm.ssh_host, vm.ssh_port, vm.ssh_known_host_key, ssh_files.client_key, tmp_path, "echo", "chantal")
         assert (code, out) == (0, "chantal\n")
 

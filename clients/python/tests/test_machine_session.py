@@ -35,7 +35,7 @@ async def test_a_machine_is_created_booted_logged_into_with_its_pinned_key_and_d
         assert m.labels == {"job": "py-1"}
         assert m.ssh.verified and m.ssh.host_key_source == "config"
         known_hosts = m.known_hosts_file()
-        assert known_hosts.read_text() == m.ssh.known_hosts_line + "\n"
+        assert known_hosts.read_text() == f"{m.ssh.known_hosts_line}\n"
 
         code, out, err = await ssh_run(m.ssh_command("echo", "hello from", "$(hostname)", identity=ssh_files.client_key, known_hosts=known_hosts))
 
@@ -63,7 +63,7 @@ async def test_an_unverified_host_key_is_refused_unless_allowed(client: FalkClie
         assert not m.ssh.verified and m.ssh.host_key_source == "observed"
         with pytest.raises(UnverifiedHostKey):
             m.known_hosts_file()
-        assert m.known_hosts_file(allow_unverified=True).read_text() == m.ssh.known_hosts_line + "\n"
+        assert m.known_hosts_file(allow_unverified=True).read_text() == f"{m.ssh.known_hosts_line}\n"
 
 
 async def test_the_machine_is_deleted_when_the_job_raises(client: FalkClient) -> None:
