@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import tempfile
 import types
 import uuid
@@ -422,7 +423,8 @@ class Machine:
     ) -> list[str]:
         """
         An ``ssh`` argument list that logs in with the pinned key only (a known_hosts file is written unless given)
-        and runs ``command``; pass it to ``asyncio.create_subprocess_exec(*argv)``.
+        and runs ``command``, an argument list: each argument is quoted for the remote shell, so it arrives as
+        given. Pass it to ``asyncio.create_subprocess_exec(*argv)``.
         """
         hosts = os.fspath(known_hosts) if known_hosts is not None else str(self.known_hosts_file())
         argv = ["ssh", "-o", f"UserKnownHostsFile={hosts}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
@@ -430,7 +432,7 @@ class Machine:
             argv += ["-i", os.fspath(identity), "-o", "IdentitiesOnly=yes"]
         argv += [*options, "-p", str(self.ssh.port), self.ssh.destination]
         if command:
-            argv += ["--", *command]
+            argv += ["--", shlex.join(command)]
         return argv
 
 
