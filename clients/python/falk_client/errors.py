@@ -106,7 +106,6 @@ _BY_STATUS: dict[int, type[FalkProblem]] = {
     409: FalkConflict,
     413: FalkBadRequest,
     502: FalkBackendFailed,
-    503: FalkCapacity,
     504: FalkTimeout,
 }
 

@@ -94,6 +94,26 @@ async def test_the_machine_is_deleted_when_the_job_is_cancelled(client: FalkClie
     assert await gone(client, machine_id, port)
 
 
+async def test_a_second_cancellation_during_the_deletion_does_not_stop_it(client: FalkClient) -> None:
+    started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+
+    async def job() -> None:
+        async with client.machine("sshd", lease_seconds=60) as m:
+            started.set_result((m.id, m.ssh.port))
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(job())
+    machine_id, port = await asyncio.wait_for(started, 60)
+    task.cancel()
+    for _ in range(3):
+        await asyncio.sleep(0)  # the deletion has started
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await gone(client, machine_id, port)
+
+
 async def test_a_machine_cancelled_while_it_boots_is_deleted(client: FalkClient) -> None:
     task = asyncio.create_task(client.machine("never-ready", lease_seconds=60, boot_timeout=120).__aenter__())
 
