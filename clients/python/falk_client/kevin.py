@@ -83,6 +83,7 @@ class Falk:
         try:
             info = await self.client.info()
         except FalkUnavailable as e:
+            await self.client.close()
             if "No such file" in e.reason:
                 raise FileNotFoundError(f"falk socket not found: '{e.path}' missing") from e
             raise FalkError(f"falk socket doesn't accept connections at '{e.path}'") from e
