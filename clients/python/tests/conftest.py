@@ -222,6 +222,19 @@ def podman(*args: str) -> list[str]:
     return done.stdout.split()
 
 
+def remove_podman_instance(instance: str) -> None:
+    """Removes the containers and images (committed versions) a daemon instance made, found by its label."""
+    label = f"label=org.falk.instance={instance}"
+    containers = podman("ps", "-a", "-q", "--filter", label)
+    if containers:
+        podman("rm", "-f", *containers)
+    for _ in range(5):  # versions can be layered on each other: each round removes the ones nothing uses
+        images = sorted(set(podman("images", "-a", "-q", "--no-trunc", "--filter", label)))
+        if not images:
+            return
+        subprocess.run(["podman", "rmi", "-f", *images], capture_output=True, env={**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)})
+
+
 @dataclass
 class PodmanSetup:
     daemon: Daemon
@@ -270,9 +283,7 @@ def podman_daemon(falkd_dll: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         if daemon is not None:
             daemon.stop()
         if instance is not None:
-            leftovers = podman("ps", "-a", "-q", "--filter", f"label=org.falk.instance={instance}")
-            if leftovers:
-                podman("rm", "-f", *leftovers)
+            remove_podman_instance(instance)
         os.killpg(service.pid, signal.SIGTERM)
         try:
             service.wait(15)

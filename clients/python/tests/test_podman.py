@@ -48,3 +48,23 @@ async def test_a_cancelled_podman_job_leaves_no_container(podman_daemon: PodmanS
             await task
 
     assert podman("ps", "-a", "-q", "--filter", f"label=org.falk.machine={machine_id}") == []
+
+
+async def test_a_management_machine_commits_its_changes_as_the_templates_new_image(podman_daemon: PodmanSetup) -> None:
+    async with podman_daemon.daemon.client() as client:
+        async with client.machine("debian-ssh", lease_seconds=60, manage=True) as m:
+            assert m.manage
+            argv = m.ssh_command("sh", "-c", "echo committed-by-python > ~/marker", identity=podman_daemon.client_key)
+            assert await (await asyncio.create_subprocess_exec(*argv)).wait() == 0
+
+            result = await m.commit(timeout=10)
+
+            assert (result.machine_id, result.template) == (m.id, "debian-ssh") and result.version
+            assert m.state == "stopped"
+
+        async with client.machine("debian-ssh", lease_seconds=60) as fresh:
+            process = await asyncio.create_subprocess_exec(
+                *fresh.ssh_command("cat", "marker", identity=podman_daemon.client_key), stdout=asyncio.subprocess.PIPE
+            )
+            out, _ = await asyncio.wait_for(process.communicate(), 60)
+            assert out.decode() == "committed-by-python\n"
