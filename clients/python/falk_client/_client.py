@@ -101,8 +101,8 @@ class FalkClient:
             response = await self._http().request(method, path, json=body, params=params, headers=headers)
         except aiohttp.ClientConnectorError as e:
             raise FalkUnavailable(self.socket_path, str(e.os_error.strerror or e.os_error)) from e
-        except aiohttp.ClientConnectionError as e:
-            raise FalkUnavailable(self.socket_path, f"the connection dropped ({e or type(e).__name__})") from e
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise FalkUnavailable(self.socket_path, f"the connection failed ({e or type(e).__name__})") from e
         try:
             if response.status >= 400:
                 raise await self._problem(response)
@@ -152,8 +152,8 @@ class FalkClient:
                 return None
             try:
                 return await response.json()
-            except aiohttp.ClientConnectionError as e:
-                raise FalkUnavailable(self.socket_path, f"the connection dropped ({e or type(e).__name__})") from e
+            except aiohttp.ClientError as e:
+                raise FalkUnavailable(self.socket_path, f"the answer was cut off ({e or type(e).__name__})") from e
 
     # ----- daemon -----
 
