@@ -96,14 +96,16 @@ def make_ssh_files(directory: Path) -> SshFiles:
 class Daemon:
     """A falkd process on a config in its own temporary folder; :meth:`stop` ends it (SIGTERM, then SIGKILL) and removes the folder."""
 
-    def __init__(self, dll: Path, templates: str, *, extra: str = "", ports: int = 20) -> None:
+    def __init__(self, dll: Path, templates: str, *, extra: str = "", ports: int = 20, permissions: str = "770") -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="falk-py-"))
+        if permissions != "770":
+            self.directory.chmod(0o755)  # others reach the socket
         self.socket = self.directory / "falk.sock"
         self.state_dir = self.directory / "state"
         first, last = _port_range(ports)
         self.config = self.directory / "falk.conf"
         self.config.write_text(
-            f"[falk]\nname = falk-py-test\ncontrol_socket = {self.socket}\ncontrol_socket_permissions = 770\n"
+            f"[falk]\nname = falk-py-test\ncontrol_socket = {self.socket}\ncontrol_socket_permissions = {permissions}\n"
             f"vm_ports = [{first},{last}]\nstate_dir = {self.state_dir}\non_shutdown = destroy\n{extra}\n\n{templates}\n"
         )
         self.log = self.directory / "falkd.log"
@@ -187,6 +189,12 @@ ssh_host = 127.0.0.1
 ssh_known_host_key_file = {s.host_public_key}
 max_machines = 1
 
+[podman-down]
+type = podman
+base_image = localhost/falk-test-sshd:latest
+ssh_user = chantal
+ssh_host = 127.0.0.1
+
 [never-ready]
 type = custom
 launch = sleep 600
@@ -194,7 +202,8 @@ ssh_user = {s.user}
 ssh_host = 127.0.0.1
 ssh_known_host_key_file = {s.host_public_key}
 """
-    d = Daemon(falkd_dll, templates)
+    # podman-down: a podman template whose API service socket nobody answers on.
+    d = Daemon(falkd_dll, templates, extra=f"podman_socket = unix://{tmp_path_factory.mktemp('no-podman')}/podman.sock")
     yield d
     d.stop()
 

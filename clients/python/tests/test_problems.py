@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from falk_client import (
     FalkBackendFailed,
+    FalkBackendUnavailable,
     FalkBadRequest,
     FalkCapacity,
     FalkClient,
@@ -18,6 +22,10 @@ from falk_client import (
     FalkTimeout,
     FalkUnavailable,
 )
+
+from .conftest import Daemon
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 async def test_an_unknown_machine_is_falk_not_found(client: FalkClient) -> None:
@@ -79,6 +87,36 @@ async def test_a_host_key_other_than_the_pinned_one_is_falk_backend_failed(clien
             raise AssertionError("a machine showing another host key must not be handed out")
     assert (caught.value.status, caught.value.code) == (502, "host-key-mismatch")
     assert not [m for m in await client.machines() if m.template == "sshd-wrong-key"]
+
+
+async def test_a_backend_that_does_not_answer_is_falk_backend_unavailable_naming_its_socket(client: FalkClient) -> None:
+    with pytest.raises(FalkBackendUnavailable) as caught:
+        await client.create("podman-down", lease_seconds=60)
+    e = caught.value
+    assert (e.status, e.code) == (503, "backend-unavailable") and "podman.sock" in (e.detail or "")
+    assert not isinstance(e, FalkCapacity)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a client as nobody")
+def test_a_user_the_daemon_does_not_allow_gets_falk_forbidden(falkd_dll: Path) -> None:
+    daemon = Daemon(falkd_dll, "", extra="allowed_users = root", permissions="777")
+    try:
+        # A client running as nobody: it reaches the socket, and the daemon refuses its uid (SO_PEERCRED).
+        script = (
+            "import asyncio, sys; sys.path.insert(0, sys.argv[1]); from falk_client import FalkClient, FalkProblem\n"
+            "async def main():\n"
+            "    async with FalkClient(sys.argv[2]) as c:\n"
+            "        try: await c.machines()\n"
+            "        except FalkProblem as e: print(type(e).__name__, e.status, e.code)\n"
+            "asyncio.run(main())\n"
+        )
+        done = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", script, str(PACKAGE_ROOT), str(daemon.socket)],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert done.stdout.split() == ["FalkForbidden", "403", "access-denied"], done.stderr
+    finally:
+        daemon.stop()
 
 
 async def test_every_problem_is_a_falk_problem(client: FalkClient) -> None:
