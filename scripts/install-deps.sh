@@ -12,6 +12,7 @@ packages=(
   mmdebstrap                              # the podman test image's root filesystem
   qemu-system-x86 qemu-utils              # qemu backend
   busybox-static e2fsprogs cpio zstd xz-utils  # the qemu test guest
+  python3 python3-aiohttp python3-pytest python3-pytest-asyncio mypy  # clients/python: falk_client, its tests and type check
 )
 
 missing=()
