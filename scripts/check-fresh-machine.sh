@@ -78,6 +78,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     exit 1
 fi
 echo "check-fresh-machine: all ${#programs[@]} programs resolve"
+# The Python client's tests and type check run on Debian's Python and its packages.
+chroot "$root" /usr/bin/python3 -c 'import aiohttp, pytest, pytest_asyncio, mypy' \
+    || { echo "check-fresh-machine: FAILED: the Python client's modules are not installed" >&2; exit 1; }
 
 echo "check-fresh-machine: podman: a container with a published port"
 # A one-binary image: the static busybox serving a TCP port.
