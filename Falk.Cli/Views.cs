@@ -9,7 +9,7 @@ public static class Views
     /// <summary><c>falk ls</c>: what and where a machine is first, then how long it has, then whose it is.</summary>
     public static IReadOnlyList<string> Machines(JsonArray machines, DateTimeOffset now, int width) => TextTable.Render(
         [
-            new("ID"), new("TEMPLATE", Shorten.End, 10), new("STATE"), new("SSH", Shorten.Middle, 16),
+            new("ID"), new("TEMPLATE", Shorten.End, 10), new("STATE"), new("SSH", Shorten.Middle, 14),
             new("LEASE ENDS"), new("LABELS", Shorten.End, 10), new("CREATED"),
         ],
         machines.Select(m => new[]
@@ -17,7 +17,8 @@ public static class Views
             Text(m?["id"]),
             Text(m?["template"]),
             Text(m?["state"]),
-            $"{Text(m?["ssh"]?["user"])}@{Text(m?["ssh"]?["host"])}:{Text(m?["ssh"]?["port"])}",
+            // The login user is the template's (falk templates); where to connect is what tells machines apart.
+            $"{Text(m?["ssh"]?["host"])}:{Text(m?["ssh"]?["port"])}",
             RelativeTime.FormatApiValue(Text(m?["lease_expires_at"]), now),
             // A management machine belongs to no job: that comes first where the jobs' labels are.
             string.Join(' ', new[] { m?["manage"]?.GetValueKind() == JsonValueKind.True ? "[manage]" : null, Labels(m?["labels"] as JsonObject) }.OfType<string>()),

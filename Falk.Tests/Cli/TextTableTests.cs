@@ -53,7 +53,7 @@ public sealed class TextTableTests
     {
         var lines = Views.Machines(Machines(), Now, 200);
 
-        lines[1].Should().Contain("chantal@127.0.0.1:7888").And.Contain("job=4217,pipeline=build-and-test-everything-on-every-platform").And.EndWith("2 min ago");
+        lines[1].Should().Contain("  127.0.0.1:7888  ").And.Contain("job=4217,pipeline=build-and-test-everything-on-every-platform").And.EndWith("2 min ago");
         lines[2].Should().Contain("[manage] note=two lines", "a line break in a value must not break the row").And.EndWith("2 h 7 min ago");
         lines.Should().NotContain(l => l.Contains(TextTable.Ellipsis, StringComparison.Ordinal));
     }
