@@ -1,6 +1,5 @@
 using Falk.Core.Backends;
 using Falk.Core.Config;
-using Falk.Core.Machines;
 
 namespace Falk.Api.Contracts;
 
@@ -8,7 +7,7 @@ namespace Falk.Api.Contracts;
 /// <param name="Id">The config section id.</param>
 /// <param name="Name">What a client asks for in <c>POST /v1/machines</c>.</param>
 /// <param name="HostKeySource">
-/// Where its machines' SSH host key comes from: <c>config</c> (the template's <c>ssh_known_host_key</c>), <c>image</c> (read out
+/// Where its machines' SSH host key comes from: <c>config</c> (the template's <c>ssh_known_host_key</c>), <c>image</c> (none configured: read out
 /// of the machine's image, podman) or <c>observed</c> (whatever the server shows: not verified). Machines say the same in <c>ssh.host_key_source</c>.
 /// </param>
 /// <param name="HostKeyVerified">True when readiness checks the key (<c>config</c> or <c>image</c>), false for <c>observed</c>.</param>
@@ -19,14 +18,15 @@ public sealed record TemplateResponse(
     string SshUser,
     string SshHost,
     bool ManageSupported,
-    string HostKeySource,
+    HostKeySource HostKeySource,
     bool HostKeyVerified)
 {
     public static TemplateResponse From(TemplateDefinition t)
     {
-        var source = BackendModules.Descriptors.Any(d => d.Type == t.Type && d.ReadsHostKeyFromImage) ? HostKeySources.Image
-            : t.KnownHostKeys.Count > 0 ? HostKeySources.Config
-            : HostKeySources.Observed;
-        return new(t.Id, t.Name, t.Type, t.SshUser, t.SshHost, t.ManageSupported, source, source != HostKeySources.Observed);
+        // A configured key wins; podman reads one out of the image only when none is configured.
+        var source = t.KnownHostKeys.Count > 0 ? HostKeySource.Config
+            : BackendModules.Descriptors.Any(d => d.Type == t.Type && d.ReadsHostKeyFromImage) ? HostKeySource.Image
+            : HostKeySource.Observed;
+        return new(t.Id, t.Name, t.Type, t.SshUser, t.SshHost, t.ManageSupported, source, source != HostKeySource.Observed);
     }
 }

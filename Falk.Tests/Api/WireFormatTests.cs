@@ -62,6 +62,12 @@ public sealed partial class WireFormatTests
             type = podman
             base_image = localhost/none:latest
             ssh_user = chantal
+
+            [podman-pinned]
+            type = podman
+            base_image = localhost/none:latest
+            ssh_user = chantal
+            ssh_known_host_key_file = {ssh.HostPublicKeyPath}
             """, ct, $"podman_socket = unix://{keys.File("no-podman.sock")}");
         await using (daemon)
         {
@@ -72,6 +78,8 @@ public sealed partial class WireFormatTests
             (templates["pinned"]["host_key_source"]!.GetValue<string>(), templates["pinned"]["host_key_verified"]!.GetValue<bool>()).Should().Be(("config", true));
             (templates["unpinned"]["host_key_source"]!.GetValue<string>(), templates["unpinned"]["host_key_verified"]!.GetValue<bool>()).Should().Be(("observed", false));
             (templates["from-image"]["host_key_source"]!.GetValue<string>(), templates["from-image"]["host_key_verified"]!.GetValue<bool>()).Should().Be(("image", true));
+            (templates["podman-pinned"]["host_key_source"]!.GetValue<string>(), templates["podman-pinned"]["host_key_verified"]!.GetValue<bool>())
+                .Should().Be(("config", true), "a configured key wins over the image's");
         }
     }
 
