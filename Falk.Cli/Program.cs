@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Text.Json.Nodes;
 using Falk.Cli;
 
 var socketOption = new Option<string?>("--socket") { Description = "falkd's socket (default: $FALK_SOCKET, then /run/falk/falk.sock); unix:///path works too", Recursive = true };
@@ -17,39 +16,21 @@ var root = new RootCommand("falk: machines for CI from falkd — management shel
 var templates = new Command("templates", "list the machine kinds falkd offers");
 templates.SetAction((parse, ct) => RunAsync(parse, async (api, output) =>
 {
-    output.Table(await api.GetAsync("v1/templates", ct),
-        ("NAME", t => t["name"]?.ToString()), ("TYPE", t => t["type"]?.ToString()),
-        ("SSH USER", t => t["ssh_user"]?.ToString()), ("MANAGE", t => t["manage_supported"]?.ToString()),
-        ("HOST KEY PINNED", t => t["host_key_pinned"]?.ToString()));
+    output.Print(await api.GetAsync("v1/templates", ct), t => Views.Templates(t.AsArray(), Output.Width));
     return ExitCodes.Ok;
 }));
 
 var ls = new Command("ls", "list your machines (all machines for admins)");
 ls.SetAction((parse, ct) => RunAsync(parse, async (api, output) =>
 {
-    output.Table(await api.GetAsync("v1/machines", ct),
-        ("ID", m => m["id"]?.ToString()), ("TEMPLATE", m => m["template"]?.ToString()), ("STATE", m => m["state"]?.ToString()),
-        ("MANAGE", m => m["manage"]?.ToString()), ("SSH", m => $"{m["ssh"]?["user"]}@{m["ssh"]?["host"]}:{m["ssh"]?["port"]}"),
-        ("LEASE ENDS", m => m["lease_expires_at"]?.ToString()));
+    output.Print(await api.GetAsync("v1/machines", ct), m => Views.Machines(m.AsArray(), DateTimeOffset.UtcNow, Output.Width));
     return ExitCodes.Ok;
 }));
 
 var show = new Command("show", "show one machine") { idArgument };
 show.SetAction((parse, ct) => RunAsync(parse, async (api, output) =>
 {
-    var machine = await api.GetAsync($"v1/machines/{parse.GetValue(idArgument)}", ct);
-    if (output.Json)
-    {
-        Output.PrintJson(machine);
-    }
-    else
-    {
-        foreach (var (key, value) in machine.AsObject())
-        {
-            Console.WriteLine($"{key,-18} {(value is JsonObject or JsonArray ? value.ToJsonString() : value?.ToString() ?? "-")}");
-        }
-    }
-
+    output.Print(await api.GetAsync($"v1/machines/{parse.GetValue(idArgument)}", ct), m => Views.Fields(m.AsObject(), DateTimeOffset.UtcNow));
     return ExitCodes.Ok;
 }));
 
@@ -85,7 +66,7 @@ events.SetAction((parse, ct) => RunAsync(parse, async (api, output) =>
 {
     await foreach (var e in api.EventsAsync(ct))
     {
-        Console.WriteLine(output.Json ? e.ToJsonString() : $"{e["time"]} {e["type"],-16} {e["machine_id"]} {e["template"]} {e["detail"]}");
+        Console.WriteLine(output.Json ? e.ToJsonString(Output.JsonLineOptions) : Views.Event(e));
     }
 
     return ExitCodes.Ok;

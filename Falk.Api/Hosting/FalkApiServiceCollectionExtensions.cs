@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Falk.Api.Contracts;
 using Falk.Api.Errors;
 using Falk.Core.Config;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -30,6 +31,14 @@ internal static class FalkApiServiceCollectionExtensions
                 Description = "Throwaway VMs and containers for CI jobs, reached over SSH. Errors are RFC 9457 problem details.",
             });
             options.SupportNonNullableReferenceTypes();
+            options.MapType<DateTimeOffset>(() => new OpenApiSchema
+            {
+                Type = JsonSchemaType.String,
+                Format = "date-time",
+                Pattern = UtcTimestampConverter.Pattern,
+                Description = "UTC with Z and millisecond precision (ISO 8601 / RFC 3339)",
+                Examples = [UtcTimestampConverter.Example],
+            });
         });
         return services;
     }
@@ -42,6 +51,7 @@ internal static class FalkApiServiceCollectionExtensions
         options.Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping;
         options.UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow;
         options.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower));
+        options.Converters.Add(new UtcTimestampConverter());
     }
 
     /// <summary>Kestrel on the control socket only, HTTP/1.1, bounded bodies; the socket gets its mode and group before listen().</summary>

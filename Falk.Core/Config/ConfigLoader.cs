@@ -286,7 +286,7 @@ public static partial class ConfigLoader
             return keys;
         }
 
-        warnings?.Add($"{reader.ConfigPath}: [{reader.Section}] neither ssh_known_host_key nor ssh_known_host_key_file is set: host keys will not be verified");
+        warnings?.Add($"{reader.ConfigPath}: [{reader.Section}] neither ssh_known_host_key nor ssh_known_host_key_file is set: host keys will be observed, not verified");
         return [];
     }
 

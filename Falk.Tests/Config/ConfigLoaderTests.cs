@@ -141,7 +141,7 @@ public sealed class ConfigLoaderTests : IDisposable
         config.Templates[0].Name.Should().Be("vm");
         config.Templates[0].SshHost.Should().Be("localhost");
         config.Templates[0].KnownHostKeys.Should().BeEmpty();
-        config.Warnings.Should().ContainSingle(w => w.Contains("host keys will not be verified", StringComparison.Ordinal));
+        config.Warnings.Should().ContainSingle(w => w.Contains("host keys will be observed, not verified", StringComparison.Ordinal));
     }
 
     [Theory]

@@ -51,7 +51,10 @@ class Template:
     ssh_user: str
     ssh_host: str
     manage_supported: bool
-    host_key_pinned: bool
+    host_key_source: str
+    """Where its machines' host key comes from: ``config``, ``image`` (read out of the image) or ``observed``."""
+    host_key_verified: bool
+    """True when readiness checks the key (``config`` or ``image``)."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Template:
@@ -62,7 +65,8 @@ class Template:
             ssh_user=data["ssh_user"],
             ssh_host=data["ssh_host"],
             manage_supported=data["manage_supported"],
-            host_key_pinned=data["host_key_pinned"],
+            host_key_source=data["host_key_source"],
+            host_key_verified=data["host_key_verified"],
         )
 
 

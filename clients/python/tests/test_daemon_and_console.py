@@ -15,8 +15,9 @@ async def test_info_and_templates_describe_the_daemon(client: FalkClient) -> Non
 
     assert info.name == "falk-py-test" and info.api_version and "custom" in info.backends
     assert info.capacity.ports_total == 20
-    assert templates["sshd"].type == "custom" and templates["sshd"].host_key_pinned
-    assert not templates["sshd-unpinned"].host_key_pinned
+    assert templates["sshd"].type == "custom" and templates["sshd"].host_key_source == "config"
+    assert templates["sshd"].host_key_verified
+    assert templates["sshd-unpinned"].host_key_source == "observed" and not templates["sshd-unpinned"].host_key_verified
     assert await client.template("sshd") == templates["sshd"]
 
 
