@@ -3,6 +3,7 @@ using Falk.Api.Hosting;
 using Falk.Core;
 using Falk.Core.Backends;
 using Falk.Core.Config;
+using Falk.Core.State;
 
 var options = FalkdOptions.Parse(args, out var argumentError);
 if (argumentError is not null)
@@ -45,15 +46,21 @@ if (options.CheckConfigOnly)
     return 0;
 }
 
+// Everything falkd and its children create (falk.db, overlays, console logs, keys) is the daemon user's alone.
+Falk.Core.Unix.UnixFiles.RestrictNewFiles();
+StateDirectory stateDirectory;
 try
 {
     ControlSocket.Claim(config.Daemon.ControlSocket);
+    stateDirectory = StateDirectory.Claim(config.Daemon.StateDirectory);
 }
-catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException)
+catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException or ConfigException)
 {
     await Console.Error.WriteLineAsync($"falkd: error: {e.Message}");
     return 1;
 }
+
+using var stateDirectoryLock = stateDirectory;
 
 var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
 builder.WebHost.UseControlSocket(config.Daemon);

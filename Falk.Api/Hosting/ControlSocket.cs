@@ -19,48 +19,28 @@ internal static class ControlSocket
             Directory.CreateDirectory(directory);
         }
 
-        if (Directory.Exists(path) || IsOpenableFile(path))
+        // lstat, never open: a FIFO would block the open, a symbolic link would be followed.
+        switch (UnixFiles.Lstat(path).Kind)
         {
-            throw new InvalidOperationException($"{path} exists and is not a socket; refusing to replace it");
+            case NodeKind.Missing:
+                return;
+            case NodeKind.Socket when Answers(path):
+                throw new InvalidOperationException($"another daemon is already listening on {path}; stop it first or use another control_socket");
+            case NodeKind.Socket:
+                File.Delete(path);
+                return;
+            case var kind:
+                throw new InvalidOperationException($"{path} exists and is not a socket ({Describe(kind)}); refusing to replace it");
         }
-
-        if (!File.Exists(path))
-        {
-            return;
-        }
-
-        if (Answers(path))
-        {
-            throw new InvalidOperationException($"another daemon is already listening on {path}; stop it first or use another control_socket");
-        }
-
-        File.Delete(path);
     }
 
     /// <summary>
     /// Binds the socket and gives it its mode and group before Kestrel calls listen(): until then a connect
-    /// is refused, so no client ever sees the socket with the umask's permissions.
+    /// is refused, so no client ever sees the socket with other permissions. The mode and group are set on the
+    /// socket itself, never on what a swapped path points to (see <see cref="UnixFiles.BindSocket"/>).
     /// </summary>
-    public static Socket Bind(UnixDomainSocketEndPoint endpoint, DaemonOptions options, int? groupId)
-    {
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            socket.Bind(endpoint);
-            File.SetUnixFileMode(options.ControlSocket, options.ControlSocketPermissions);
-            if (groupId is { } gid)
-            {
-                UnixAccounts.ChangeGroup(options.ControlSocket, gid);
-            }
-
-            return socket;
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
-        }
-    }
+    public static Socket Bind(DaemonOptions options, int? groupId) =>
+        UnixFiles.BindSocket(options.ControlSocket, options.ControlSocketPermissions, groupId);
 
     /// <summary>Removes the socket file unless another daemon has taken the path over meanwhile.</summary>
     public static bool Remove(string path)
@@ -74,23 +54,14 @@ internal static class ControlSocket
         return true;
     }
 
-    // A socket cannot be opened like a file (ENXIO); a regular file can.
-    private static bool IsOpenableFile(string path)
+    private static string Describe(NodeKind kind) => kind switch
     {
-        try
-        {
-            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read);
-            return true;
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return true;
-        }
-        catch (IOException)
-        {
-            return false;
-        }
-    }
+        NodeKind.SymbolicLink => "a symbolic link",
+        NodeKind.Fifo => "a FIFO",
+        NodeKind.Directory => "a folder",
+        NodeKind.Regular => "a file",
+        _ => "a special file",
+    };
 
     private static bool Answers(string path)
     {

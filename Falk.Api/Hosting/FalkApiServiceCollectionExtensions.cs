@@ -59,8 +59,8 @@ internal static class FalkApiServiceCollectionExtensions
     {
         int? groupId = daemon.ControlSocketGroup is { } group ? Falk.Core.Unix.UnixAccounts.ResolveGroup(group) : null;
         webHost.UseSockets(options => options.CreateBoundListenSocket = endpoint =>
-            endpoint is System.Net.Sockets.UnixDomainSocketEndPoint unix
-                ? ControlSocket.Bind(unix, daemon, groupId)
+            endpoint is System.Net.Sockets.UnixDomainSocketEndPoint
+                ? ControlSocket.Bind(daemon, groupId)
                 : Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets.SocketTransportOptions.CreateDefaultBoundListenSocket(endpoint));
         webHost.ConfigureKestrel(options =>
         {
