@@ -1,29 +1,8 @@
-using System.Buffers.Binary;
-using System.Net.Sockets;
 using Falk.Core.Config;
 using Falk.Core.Machines;
 using Falk.Core.Unix;
-using Microsoft.AspNetCore.Connections.Features;
 
 namespace Falk.Api.Hosting;
-
-/// <summary>The peer of a connection on the control socket, from SO_PEERCRED.</summary>
-internal sealed record PeerCredentials(int Pid, int Uid, int Gid)
-{
-    private const int SolSocket = 1;
-    private const int SoPeerCred = 17;
-
-    public static PeerCredentials? Of(Socket socket)
-    {
-        Span<byte> ucred = stackalloc byte[12];
-        return socket.GetRawSocketOption(SolSocket, SoPeerCred, ucred) == 12
-            ? new PeerCredentials(
-                BinaryPrimitives.ReadInt32LittleEndian(ucred),
-                BinaryPrimitives.ReadInt32LittleEndian(ucred[4..]),
-                BinaryPrimitives.ReadInt32LittleEndian(ucred[8..]))
-            : null;
-    }
-}
 
 /// <summary>
 /// Who may use the daemon and who is an admin, from <c>allowed_*</c> and <c>admin_*</c> in <c>[falk]</c>.
@@ -85,16 +64,16 @@ internal sealed class AccessPolicy
     }
 
     /// <summary>The caller for a peer, or null when the peer may not use the daemon.</summary>
-    public Caller? Authorize(PeerCredentials peer)
+    public Caller? Authorize(PeerIdentity peer)
     {
-        var groups = new HashSet<int>(UnixAccounts.GroupsOfProcess(peer.Pid)) { peer.Gid };
+        var groups = new HashSet<int>(peer.Groups) { peer.Gid };
         var isAdmin = _adminUsers.Contains(peer.Uid) || groups.Overlaps(_adminGroups);
         var allowed = isAdmin || _everyoneAllowed || _allowedUsers.Contains(peer.Uid) || groups.Overlaps(_allowedGroups);
         return allowed ? new Caller(peer.Uid, isAdmin) : null;
     }
 }
 
-/// <summary>Turns the connection's peer credentials into a <see cref="Caller"/> for every request, or refuses with 403.</summary>
+/// <summary>Turns the connection's <see cref="PeerIdentity"/> into a <see cref="Caller"/> for every request, or refuses with 403.</summary>
 internal static class PeerAccess
 {
     private static readonly object CallerKey = new();
@@ -102,8 +81,7 @@ internal static class PeerAccess
     public static IApplicationBuilder UsePeerAccess(this IApplicationBuilder app) => app.Use(async (context, next) =>
     {
         var policy = context.RequestServices.GetRequiredService<AccessPolicy>();
-        var socket = context.Features.Get<IConnectionSocketFeature>()?.Socket;
-        var peer = socket is null ? null : PeerCredentials.Of(socket);
+        var peer = PeerIdentity.Of(context.Features);
         var caller = peer is null ? null : policy.Authorize(peer);
         if (caller is null)
         {

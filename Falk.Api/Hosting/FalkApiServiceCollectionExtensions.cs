@@ -65,7 +65,11 @@ internal static class FalkApiServiceCollectionExtensions
         webHost.ConfigureKestrel(options =>
         {
             options.Limits.MaxRequestBodySize = MaxRequestBodyBytes;
-            options.ListenUnixSocket(daemon.ControlSocket, listen => listen.Protocols = HttpProtocols.Http1);
+            options.ListenUnixSocket(daemon.ControlSocket, listen =>
+        {
+            listen.UsePeerIdentity();
+            listen.Protocols = HttpProtocols.Http1;
+        });
         });
         return webHost;
     }

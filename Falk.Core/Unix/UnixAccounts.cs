@@ -46,28 +46,4 @@ public static class UnixAccounts
             throw new IOException($"cannot give {path} group {gid}: {Marshal.GetLastPInvokeErrorMessage()}");
         }
     }
-
-    /// <summary>The supplementary and primary groups of a live process, from /proc (empty when it is gone).</summary>
-    public static IReadOnlyList<int> GroupsOfProcess(int pid)
-    {
-        try
-        {
-            foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-            {
-                if (line.StartsWith("Groups:", StringComparison.Ordinal))
-                {
-                    return line["Groups:".Length..]
-                        .Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)
-                        .Select(g => int.Parse(g, CultureInfo.InvariantCulture))
-                        .ToList();
-                }
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // The peer went away; it has no groups to grant anything.
-        }
-
-        return [];
-    }
 }
