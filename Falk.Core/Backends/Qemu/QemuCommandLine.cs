@@ -13,6 +13,13 @@ public sealed record QemuMachinePaths(string WorkDirectory, string ConsoleLog)
 /// <summary>Builds the argument list QEMU is started with: the template's command, substituted, plus Falk's own options.</summary>
 public static class QemuCommandLine
 {
+    /// <summary>
+    /// QEMU's seccomp filter: a guest that escapes into QEMU cannot use obsolete system calls, change its uid or gid,
+    /// start programs, or change its scheduling and CPU affinity. (QEMU 7.2 kills itself with SIGSYS when this is
+    /// combined with its own <c>-runas</c>.)
+    /// </summary>
+    public const string Sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
     public static IReadOnlyList<string> Build(QemuTemplateOptions options, string machineId, string overlay, int sshPort, QemuMachinePaths paths)
     {
         var port = sshPort.ToString(CultureInfo.InvariantCulture);
@@ -25,6 +32,7 @@ public static class QemuCommandLine
             "-chardev", $"file,id=falk-serial,path={EscapeOptionValue(paths.ConsoleLog)},append=on",
             "-serial", "chardev:falk-serial",
             "-pidfile", paths.PidFile,
+            "-sandbox", Sandbox,
         ]);
         return args;
     }

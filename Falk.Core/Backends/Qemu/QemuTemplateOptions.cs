@@ -8,7 +8,7 @@ namespace Falk.Core.Backends.Qemu;
 /// A <c>type = qemu</c> template, with the original's keys: <c>base_image</c> (a qcow2 file), <c>overlay_image</c>
 /// (a path prefix for the per-machine overlays; without it they live in the machine's work folder) and <c>command</c>
 /// (the QEMU command line, with <c>{IMAGENAME}</c> and <c>{SSHPORT}</c> substituted per argument after splitting).
-/// Falk adds its own QMP socket, serial console, pid file and <c>-name</c>; a command that sets any of these is refused.
+/// Falk adds its own QMP socket, serial console, pid file, <c>-name</c> and <c>-sandbox</c>; a command that sets any of these is refused.
 /// </summary>
 public sealed partial record QemuTemplateOptions(
     string BaseImage,
@@ -19,7 +19,7 @@ public sealed partial record QemuTemplateOptions(
     public const string SshPortPlaceholder = "{SSHPORT}";
 
     /// <summary>Options Falk sets itself to control the machine; a command may not set them too.</summary>
-    public static readonly IReadOnlyList<string> ReservedOptions = ["qmp", "qmp-pretty", "monitor", "serial", "pidfile", "name", "daemonize"];
+    public static readonly IReadOnlyList<string> ReservedOptions = ["qmp", "qmp-pretty", "monitor", "serial", "pidfile", "name", "daemonize", "sandbox"];
 
     public static BackendDescriptor Descriptor { get; } = new("qemu", Parse, SupportsManage: true);
 
@@ -88,7 +88,7 @@ public sealed partial record QemuTemplateOptions(
             .FirstOrDefault(o => ReservedOptions.Contains(o, StringComparer.Ordinal));
         if (reserved is not null)
         {
-            reader.Error("command", $"sets -{reserved}, which Falk sets itself (QMP socket, serial console, pid file, name; no -daemonize); remove it");
+            reader.Error("command", $"sets -{reserved}, which Falk sets itself (QMP socket, serial console, pid file, name, seccomp sandbox; no -daemonize); remove it");
             return null;
         }
 

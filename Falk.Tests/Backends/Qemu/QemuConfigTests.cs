@@ -16,6 +16,7 @@ public sealed class QemuConfigTests
     [InlineData("-pidfile /tmp/q.pid", "pidfile")]
     [InlineData("--name other", "name")]
     [InlineData("-daemonize", "daemonize")]
+    [InlineData("-sandbox off", "sandbox")]
     public async Task A_command_that_sets_what_Falk_controls_the_machine_by_is_a_one_line_error_at_start(string option, string name)
     {
         var ct = TestContext.Current.CancellationToken;
@@ -81,7 +82,7 @@ public sealed class QemuConfigTests
     }
 
     [Fact]
-    public void Falk_appends_its_QMP_socket_serial_console_pid_file_and_name_and_doubles_commas_inside_option_values()
+    public void Falk_appends_its_QMP_socket_serial_console_pid_file_name_and_sandbox_and_doubles_commas_inside_option_values()
     {
         var options = new QemuTemplateOptions("/srv/base.qcow2", null,
             ["qemu-system-x86_64", "-drive", "file={IMAGENAME},if=virtio", "-hda", "{IMAGENAME}", "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:{SSHPORT}-:22"]);
@@ -99,7 +100,8 @@ public sealed class QemuConfigTests
             "-mon", "chardev=falk-qmp,mode=control",
             "-chardev", "file,id=falk-serial,path=/var/lib/falk,,x/m1/console.log,append=on",
             "-serial", "chardev:falk-serial",
-            "-pidfile", "/var/lib/falk,x/m1/qemu.pid");
+            "-pidfile", "/var/lib/falk,x/m1/qemu.pid",
+            "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
     }
 
     [Fact(Timeout = 60_000)]
