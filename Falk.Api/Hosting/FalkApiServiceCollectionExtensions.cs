@@ -50,6 +50,8 @@ internal static class FalkApiServiceCollectionExtensions
         // Host keys and fingerprints are base64: keep '+' and '/' readable for people using curl.
         options.Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping;
         options.UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow;
+        // A number is a JSON number: the web defaults' "10" for 10 would let a mistyped stop or lease go through.
+        options.NumberHandling = JsonNumberHandling.Strict;
         options.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower));
         options.Converters.Add(new UtcTimestampConverter());
     }
