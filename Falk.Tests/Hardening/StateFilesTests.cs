@@ -53,6 +53,28 @@ public sealed class StateFilesTests
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task A_state_folder_that_belongs_to_another_user_is_refused_with_one_line()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        using var dir = new TempDirectory();
+        var state = dir.File("state");
+        Directory.CreateDirectory(state);
+        await new ProcessRunner().RunAsync(new(["chown", "65534:65534", state]), TimeSpan.FromSeconds(10), ct);
+        await File.WriteAllTextAsync(dir.File("falk.conf"), $"""
+            [falk]
+            control_socket = {dir.File("falk.sock")}
+            state_dir = {state}
+            {Template}
+            """, ct);
+
+        var (code, _, stderr) = await FalkDaemon.RunToEndAsync(["-c", dir.File("falk.conf")], ct);
+
+        code.Should().Be(1);
+        stderr.Split('\n').Should().Contain($"falkd: error: state_dir {state} belongs to uid 65534, not to the daemon's user (uid 0); refusing to keep machines where someone else can change them");
+        Directory.GetFileSystemEntries(state).Should().BeEmpty();
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task A_second_daemon_on_the_same_state_folder_refuses_with_one_line_and_the_first_keeps_its_machines()
     {
         var ct = TestContext.Current.CancellationToken;
