@@ -33,12 +33,13 @@ public sealed class PeerIdentityTests
         else:
             s.connect(path)
             ready_r, ready_w = os.pipe()
+            parent = os.getpid()
             if os.fork() != 0:
                 os.read(ready_r, 1)
                 os._exit(0)  # the connecting process is gone; its child still holds the connection
             os.setsid()  # out of the process group the test's runner cleans up
+            sys.stderr = open(out + ".err", "w")
             os.write(ready_w, b"x")
-            parent = os.getppid()
             while os.getppid() == parent:
                 time.sleep(0.01)
         try:
@@ -107,7 +108,7 @@ public sealed class PeerIdentityTests
             new([.. asUser, "/usr/bin/python3", daemon.Directory.File("peer.py"), daemon.SocketPath, mode, url, answer]),
             TimeSpan.FromSeconds(30), ct);
         return await Wait.UntilAsync(
-            _ => Task.FromResult(File.Exists(answer) ? ProbeOutcome.Done(File.ReadAllText(answer).Trim()) : ProbeOutcome.NotYet<string>("no answer yet")),
+            _ => Task.FromResult(File.Exists(answer) ? ProbeOutcome.Done(File.ReadAllText(answer).Trim()) : ProbeOutcome.NotYet<string>("no answer yet; " + (File.Exists(answer + ".err") ? File.ReadAllText(answer + ".err") : "no child"))),
             TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(20), "the peer's answer", ct);
     }
 }
