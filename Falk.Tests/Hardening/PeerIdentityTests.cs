@@ -24,6 +24,7 @@ public sealed class PeerIdentityTests
         import os, socket, sys, time
         path, mode, url, out = sys.argv[1:5]
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(20)
         if mode == "regain-root":
             # Connect as uid 65533 without groups, then become root in admin group 'adm' (gid 4): what /proc/<pid>
             # says now is what a process reusing the pid would say.
@@ -40,7 +41,8 @@ public sealed class PeerIdentityTests
             os.setsid()  # out of the process group the test's runner cleans up
             sys.stderr = open(out + ".err", "w")
             os.write(ready_w, b"x")
-            while os.getppid() == parent:
+            deadline = time.monotonic() + 20  # never outlive the test
+            while os.getppid() == parent and time.monotonic() < deadline:
                 time.sleep(0.01)
         try:
             s.sendall(f"GET {url} HTTP/1.0\r\nHost: falk\r\n\r\n".encode())
