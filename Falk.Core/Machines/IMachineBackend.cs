@@ -55,6 +55,12 @@ public interface IMachineBackend
 
     /// <summary>Removes what this daemon instance made for machines it has no record of (containers, processes, overlays).</summary>
     Task RemoveOrphansAsync(IReadOnlySet<string> knownMachineIds, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// What a management machine of <paramref name="definition"/> edits. Templates with the same scope share the rule of
+    /// one management machine at a time (two templates on one base image edit the same image). By default the template.
+    /// </summary>
+    string ManagementScope(TemplateDefinition definition) => definition.Name;
 }
 
 /// <summary>A machine taken back after a restart.</summary>
@@ -107,6 +113,9 @@ public interface ISnapshotSupport
 
     /// <summary>Brings the machine back to <paramref name="name"/>, keeping its id and SSH port.</summary>
     Task RestoreSnapshotAsync(string name, CancellationToken cancellationToken);
+
+    /// <summary>Removes the snapshot <paramref name="name"/> and what it holds; the machine itself is not changed.</summary>
+    Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken);
 }
 
 /// <summary>A management machine whose disk can become the template's new image.</summary>

@@ -1,5 +1,6 @@
 using Falk.Core.Config;
 using Falk.Core.Ssh;
+using Falk.Core.State;
 
 namespace Falk.Core.Machines;
 
@@ -10,17 +11,18 @@ namespace Falk.Core.Machines;
 /// </summary>
 public sealed class Machine
 {
-    internal Machine(string id, TemplateDefinition template, bool manage, int ownerUid, int sshPort,
+    internal Machine(string id, TemplateDefinition template, bool manage, int ownerUid, AdmissionReservation reservation,
         IReadOnlyDictionary<string, string> labels, IMachineInstance instance, string workDirectory, DateTimeOffset createdAt,
-        DateTimeOffset leaseExpiresAt)
+        DateTimeOffset leaseExpiresAt, string? idempotencyKey = null)
     {
+        IdempotencyKey = idempotencyKey;
         LeaseExpiresAt = leaseExpiresAt;
         WorkDirectory = workDirectory;
         Id = id;
         Template = template;
         Manage = manage;
         OwnerUid = ownerUid;
-        SshPort = sshPort;
+        Reservation = reservation;
         Labels = labels;
         Instance = instance;
         CreatedAt = createdAt;
@@ -39,7 +41,7 @@ public sealed class Machine
 
     public int OwnerUid { get; }
 
-    public int SshPort { get; }
+    public int SshPort => Reservation.Port;
 
     public IReadOnlyDictionary<string, string> Labels { get; }
 
@@ -48,6 +50,12 @@ public sealed class Machine
     internal IMachineInstance Instance { get; }
 
     internal string WorkDirectory { get; }
+
+    /// <summary>What the machine holds of the daemon's capacity, given back when it is destroyed.</summary>
+    internal AdmissionReservation Reservation { get; }
+
+    /// <summary>The client's key for the create that made this machine, if it gave one.</summary>
+    internal string? IdempotencyKey { get; }
 
     /// <summary>The keys the SSH server must present: learned by the backend, else the template's.</summary>
     internal IReadOnlyList<HostKey> PinnedHostKeys { get; }
@@ -65,7 +73,7 @@ public sealed class Machine
 
     internal DateTimeOffset StateChangedAt { get; private set; }
 
-    internal string? LastError { get; set; }
+    internal string? LastError { get; private set; }
 
     internal DateTimeOffset LeaseExpiresAt { get; set; }
 
@@ -85,14 +93,28 @@ public sealed class Machine
 
     internal HostKey? ObservedHostKey { get; set; }
 
+    /// <summary>Set once the machine's record is deleted: nothing saves it again.</summary>
+    internal bool Removed { get; set; }
+
     internal CancellationTokenSource? BootCancellation { get; set; }
 
     internal TaskCompletionSource? Deletion { get; set; }
 
-    internal void SetState(MachineState state, DateTimeOffset now)
+    internal void SetState(MachineState state, string? lastError, DateTimeOffset now)
     {
         State = state;
+        LastError = lastError;
         StateChangedAt = now;
+    }
+
+    /// <summary>The whole record the store keeps of this machine, as it is now.</summary>
+    internal MachineRecord ToRecord()
+    {
+        lock (Sync)
+        {
+            return new MachineRecord(Id, Template.Type, Template.Name, Manage, OwnerUid, SshPort, Labels, CreatedAt, LeaseExpiresAt,
+                State.ToWire(), LastError, WorkDirectory, Instance.Handle, IdempotencyKey, ObservedHostKey?.PublicKeyLine);
+        }
     }
 
     /// <summary>A consistent copy of the machine for callers outside the lock.</summary>

@@ -19,6 +19,7 @@ public static class MachineEventTypes
     public const string Committed = "committed";
     public const string SnapshotTaken = "snapshot_taken";
     public const string SnapshotRestored = "snapshot_restored";
+    public const string SnapshotDeleted = "snapshot_deleted";
 }
 
 /// <summary>Something that happened to a machine. <see cref="Id"/> grows by one per event; clients resume from it.</summary>

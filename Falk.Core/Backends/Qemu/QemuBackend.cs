@@ -30,6 +30,9 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
 
     public string Type => QemuTemplateOptions.Descriptor.Type;
 
+    /// <summary>Templates on one base_image share its versions, and so the one management machine.</summary>
+    public string ManagementScope(TemplateDefinition definition) => Path.GetFullPath(((QemuTemplateOptions)definition.BackendOptions).BaseImage);
+
     public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
     {
         var options = (QemuTemplateOptions)spec.Template.BackendOptions;

@@ -271,6 +271,20 @@ internal sealed class QemuMachine(
         }
     }
 
+    public async Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken)
+    {
+        if (IsRunning)
+        {
+            await HumanMonitorAsync($"delvm {name}", cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await qemuImg.DeleteSnapshotAsync(overlay, name, cancellationToken).ConfigureAwait(false);
+        }
+
+        QemuLog.Snapshot(logger, spec.MachineId, name, "deleted", IsRunning ? "live" : "disk only");
+    }
+
     public async Task<CommitResult> CommitAsync(CancellationToken cancellationToken)
     {
         if (_process is { HasExited: false })
