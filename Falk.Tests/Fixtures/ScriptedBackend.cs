@@ -1,3 +1,4 @@
+using Falk.Core.Config;
 using Falk.Core.Machines;
 using Falk.Core.Ssh;
 
@@ -30,6 +31,11 @@ public sealed class ScriptedBackend : IMachineBackend
     public List<IReadOnlySet<string>> OrphanSweeps { get; } = [];
 
     public string Type => "scripted";
+
+    /// <summary>When set, every template's management machine edits this one image (as templates on one base_image do).</summary>
+    public string? SharedImage { get; set; }
+
+    public string ManagementScope(TemplateDefinition definition) => SharedImage ?? definition.Name;
 
     public Task<ReattachedMachine?> ReattachAsync(MachineSpec spec, string? handle, MachineState? recordedState, CancellationToken cancellationToken)
     {
