@@ -118,6 +118,16 @@ public interface ISnapshotSupport
     Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken);
 }
 
+/// <summary>A machine whose guest can be paused from outside Falk (a QEMU monitor's <c>stop</c>) and resumed again.</summary>
+public interface IPauseReporting
+{
+    /// <summary>Whether the launched guest is paused from outside now.</summary>
+    bool IsPaused { get; }
+
+    /// <summary>Raised with true when the guest is paused from outside, false when it runs again.</summary>
+    event EventHandler<bool>? PausedChanged;
+}
+
 /// <summary>A management machine whose disk can become the template's new image.</summary>
 public interface ICommitSupport
 {

@@ -9,6 +9,7 @@ public static class MachineEventTypes
     public const string Created = "created";
     public const string Booting = "booting";
     public const string Running = "running";
+    public const string Paused = "paused";
     public const string Ready = "ready";
     public const string Stopping = "stopping";
     public const string Stopped = "stopped";

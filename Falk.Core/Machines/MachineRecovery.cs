@@ -106,6 +106,7 @@ public sealed class MachineRecovery(FalkConfig config, IEnumerable<IMachineBacke
             : record.State == MachineState.Prepared.ToWire() ? MachineState.Prepared
             : MachineState.Stopped;
         transitions.Restore(machine, state, record.LastError);
+        transitions.FollowPauses(machine);
         table.Add(machine);
         idempotency.Remember(machine);
         if (reattached.Running && reattached.Instance.Exited is { } exited)

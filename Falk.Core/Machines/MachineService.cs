@@ -107,6 +107,7 @@ public sealed class MachineService(
         var machine = new Machine(id, template, request.Manage, caller.Uid, reservation, request.Labels, instance, spec.WorkDirectory,
             now, now + lease, request.IdempotencyKey);
         transitions.Save(machine);
+        transitions.FollowPauses(machine);
         table.Add(machine);
         MachineLog.Prepared(logger, id, template.Name, request.Manage, reservation.Port, caller.Uid);
         events.Publish(MachineEventTypes.Created, machine, MachineState.Prepared);
@@ -347,7 +348,7 @@ public sealed class MachineService(
     {
         var machine = table.Find(id, caller);
         MachineImages.CommitSupport(machine);
-        if (machine.View().State == MachineState.Running)
+        if (machine.View().State is MachineState.Running or MachineState.Paused)
         {
             await StopAsync(id, caller, grace, cancellationToken).ConfigureAwait(false);
         }

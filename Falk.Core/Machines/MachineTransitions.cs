@@ -78,6 +78,24 @@ public sealed class MachineTransitions(MachineStore store, MachineEvents events,
         }
     }
 
+    /// <summary>Follows a guest paused and resumed from outside Falk, for backends that report it: running ⇄ paused.</summary>
+    internal void FollowPauses(Machine machine)
+    {
+        if (machine.Instance is not IPauseReporting pauses)
+        {
+            return;
+        }
+
+        pauses.PausedChanged += (_, paused) => Paused(machine, paused);
+        if (pauses.IsPaused)
+        {
+            Paused(machine, paused: true);
+        }
+    }
+
+    private void Paused(Machine machine, bool paused) =>
+        TryTo(machine, s => s == (paused ? MachineState.Running : MachineState.Paused), paused ? MachineState.Paused : MachineState.Running, machine.LastError);
+
     /// <summary>Turns the launched machine's end into a transition once it happens.</summary>
     internal void Watch(Machine machine, Task<MachineExit> exited) => _ = WatchAsync(machine, exited);
 
@@ -101,10 +119,10 @@ public sealed class MachineTransitions(MachineStore store, MachineEvents events,
 
             switch (machine.State)
             {
-                case MachineState.Running when exit.ExitCode == 0:
+                case MachineState.Running or MachineState.Paused when exit.ExitCode == 0:
                     To(machine, MachineState.Stopped);
                     break;
-                case MachineState.Running or MachineState.Booting:
+                case MachineState.Running or MachineState.Paused or MachineState.Booting:
                     To(machine, MachineState.Failed,
                         $"{exit.Description}{(string.IsNullOrWhiteSpace(exit.OutputTail) ? string.Empty : "; output: " + exit.OutputTail)}");
                     break;

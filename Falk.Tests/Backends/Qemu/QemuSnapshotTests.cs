@@ -30,6 +30,11 @@ public sealed class QemuSnapshotTests(QemuDaemonFixture fixture) : IClassFixture
         files.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().Contain("before").And.NotContain("after");
         var list = (await Client.GetFromJsonNodeAsync($"v1/machines/{id}/snapshots", ct)).AsArray();
         list.Select(s => s!["name"]!.GetValue<string>()).Should().Equal("live1");
+
+        await PostOkAsync($"v1/machines/{id}/snapshots", new { name = "live2" }, HttpStatusCode.Created, ct);
+        await DeleteSnapshotAsync(id, "live1", HttpStatusCode.NoContent, ct);
+        (await Client.GetFromJsonNodeAsync($"v1/machines/{id}/snapshots", ct)).AsArray().Select(s => s!["name"]!.GetValue<string>()).Should().Equal("live2");
+        (await DeleteSnapshotAsync(id, "live1", HttpStatusCode.NotFound, ct))["type"]!.GetValue<string>().Should().EndWith("snapshot-not-found");
         await Client.DeleteMachineAsync(id, ct);
     }
 
@@ -50,6 +55,10 @@ public sealed class QemuSnapshotTests(QemuDaemonFixture fixture) : IClassFixture
         {
             await duplicate.ShouldBeProblemAsync(HttpStatusCode.Conflict, "snapshot-exists", ct);
         }
+
+        await PostOkAsync($"v1/machines/{id}/snapshots", new { name = "disk2" }, HttpStatusCode.Created, ct);
+        await DeleteSnapshotAsync(id, "disk2", HttpStatusCode.NoContent, ct);
+        (await Client.GetFromJsonNodeAsync($"v1/machines/{id}/snapshots", ct)).AsArray().Select(s => s!["name"]!.GetValue<string>()).Should().Equal("disk1");
 
         await Client.BootAsync(id, ct, "?wait=ssh&timeout=120");
         await fixture.Guest.SshAsync(port, "chantal", "rm /home/chantal/one && echo two > /home/chantal/two && sync", ct);
@@ -75,6 +84,14 @@ public sealed class QemuSnapshotTests(QemuDaemonFixture fixture) : IClassFixture
         var id = created["id"]!.GetValue<string>();
         await Client.BootAsync(id, ct, "?wait=ssh&timeout=120");
         return (id, created["ssh"]!["port"]!.GetValue<int>());
+    }
+
+    private async Task<JsonNode> DeleteSnapshotAsync(string id, string name, HttpStatusCode expected, CancellationToken ct)
+    {
+        using var response = await Client.DeleteAsync($"v1/machines/{id}/snapshots/{name}", ct);
+        var body = await response.Content.ReadAsStringAsync(ct);
+        response.StatusCode.Should().Be(expected, body);
+        return body.Length == 0 ? new JsonObject() : JsonNode.Parse(body)!;
     }
 
     private async Task<JsonNode> PostOkAsync(string path, object? body, HttpStatusCode expected, CancellationToken ct)
