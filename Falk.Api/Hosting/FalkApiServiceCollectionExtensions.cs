@@ -30,6 +30,7 @@ internal static class FalkApiServiceCollectionExtensions
                 Description = "Throwaway VMs and containers for CI jobs, reached over SSH. Errors are RFC 9457 problem details.",
             });
             options.SupportNonNullableReferenceTypes();
+            options.SchemaFilter<MachineStateSchemaFilter>();
         });
         return services;
     }
