@@ -5,9 +5,10 @@ using Falk.Core.State;
 namespace Falk.Core.Machines;
 
 /// <summary>
-/// One machine the daemon owns. State changes happen under <see cref="Sync"/>; backend calls that must not
-/// overlap (launch, stop, kill, cleanup) hold <see cref="Operation"/>. <see cref="Lifetime"/> is cancelled
-/// when the machine is deleted, which ends every wait on it.
+/// One machine the daemon owns. Its state and last error are written only by <see cref="MachineTransitions"/>, under
+/// <see cref="Sync"/>; <see cref="Operation"/>, <see cref="Lifetime"/> and <see cref="Deletion"/> are the job slot, the
+/// delete's cancellation and the running delete, taken only through <see cref="MachineJobs"/> and
+/// <see cref="MachineDestruction"/>.
 /// </summary>
 public sealed class Machine
 {
