@@ -60,11 +60,6 @@ public static partial class ConfigLoader
             }
         }
 
-        foreach (var duplicate in templates.GroupBy(t => t.Name, StringComparer.Ordinal).Where(g => g.Count() > 1))
-        {
-            errors.Add($"{fullPath}: [{string.Join("], [", duplicate.Select(t => t.Id))}] name: '{duplicate.Key}' is used by more than one template");
-        }
-
         if (errors.Count > 0)
         {
             throw new ConfigException(errors);
