@@ -90,7 +90,7 @@ internal static class ProtocolMessages
         }
         catch (JsonException e)
         {
-            throw new ProtocolParseException($"JSONDecodeError('{e.Message}')");
+            throw new ProtocolParseException($"JSONDecodeError({Repr(e.Message)})");
         }
 
         if (root.ValueKind != JsonValueKind.Object)
