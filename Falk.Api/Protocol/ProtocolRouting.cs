@@ -25,13 +25,16 @@ internal static class ProtocolRouting
     {
         listen.Use(next => async connection =>
         {
-            if (await IsHttpAsync(connection.Transport.Input, connection.ConnectionClosed).ConfigureAwait(false))
+            // A connection that says nothing, or a protocol session, ends when the daemon stops.
+            var services = listen.ApplicationServices;
+            using var ends = CancellationTokenSource.CreateLinkedTokenSource(
+                connection.ConnectionClosed, services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping);
+            if (await IsHttpAsync(connection.Transport.Input, ends.Token).ConfigureAwait(false))
             {
                 await next(connection).ConfigureAwait(false);
                 return;
             }
 
-            var services = listen.ApplicationServices;
             var socket = connection.Features.Get<IConnectionSocketFeature>()?.Socket;
             var peer = socket is null ? null : PeerCredentials.Of(socket);
             var caller = peer is null ? null : services.GetRequiredService<AccessPolicy>().Authorize(peer);
@@ -44,7 +47,7 @@ internal static class ProtocolRouting
             using var session = new ProtocolSession(connection.ConnectionId, connection.Transport, peer, caller,
                 services.GetRequiredService<MachineService>(), services.GetRequiredService<RunIds>(),
                 services.GetRequiredService<FalkConfig>().Daemon, logger);
-            await session.RunAsync(connection.ConnectionClosed).ConfigureAwait(false);
+            await session.RunAsync(ends.Token).ConfigureAwait(false);
         });
         return listen;
     }
