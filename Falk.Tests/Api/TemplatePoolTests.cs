@@ -19,7 +19,7 @@ public sealed class TemplatePoolTests
         type = custom
         launch = sleep 600
         ssh_user = u
-        max_machines = 1
+        max_machines = 2
         """;
 
     [Fact(Timeout = 60_000)]
@@ -30,17 +30,20 @@ public sealed class TemplatePoolTests
 
         var first = await daemon.Client.CreateAsync("small", ct);
         var second = await daemon.Client.CreateAsync("small", ct);
-        using var third = await daemon.Client.PostJsonAsync("v1/machines", new { template = "small" }, ct);
+        // Both sections hold one now; small-1 comes first but is full: the name must go on to small-2.
+        var third = await daemon.Client.CreateAsync("small", ct);
+        using var fourth = await daemon.Client.PostJsonAsync("v1/machines", new { template = "small" }, ct);
         using var bySection = await daemon.Client.PostJsonAsync("v1/machines", new { template = "small-2" }, ct);
 
-        await third.ShouldBeProblemAsync(HttpStatusCode.ServiceUnavailable, "capacity-exhausted", ct);
-        third.Headers.RetryAfter.Should().NotBeNull();
+        await fourth.ShouldBeProblemAsync(HttpStatusCode.ServiceUnavailable, "capacity-exhausted", ct);
+        fourth.Headers.RetryAfter.Should().NotBeNull();
         await bySection.ShouldBeProblemAsync(HttpStatusCode.ServiceUnavailable, "capacity-exhausted", ct);
 
         // Room in one section of the pool is enough for the name again.
         await daemon.Client.DeleteMachineAsync(first["id"]!.GetValue<string>(), ct);
         var again = await daemon.Client.CreateAsync("small", ct);
         again["template"]!.GetValue<string>().Should().Be("small");
+        await daemon.Client.DeleteMachineAsync(third["id"]!.GetValue<string>(), ct);
         await daemon.Client.DeleteMachineAsync(second["id"]!.GetValue<string>(), ct);
         await daemon.Client.DeleteMachineAsync(again["id"]!.GetValue<string>(), ct);
     }
