@@ -220,6 +220,26 @@ public sealed class ConfigLoaderTests : IDisposable
     }
 
     [Fact]
+    public void A_justin_era_file_is_read_with_its_justin_section_as_the_daemon_section()
+    {
+        var config = Load(Write("""
+            [justin]
+            name = ci-justin
+            control_socket = /run/kevin/justin
+            [vm]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            ssh_known_host_key = HOSTKEY
+            """.Replace("HOSTKEY", HostKeyLine, StringComparison.Ordinal)));
+
+        config.Daemon.Name.Should().Be("ci-justin");
+        config.Daemon.ControlSocket.Should().Be("/run/kevin/justin");
+        config.Daemon.ProtocolEra.Should().Be(DaemonOptions.JustinEra);
+        config.Templates.Should().ContainSingle().Which.Id.Should().Be("vm");
+    }
+
+    [Fact]
     public void A_missing_file_and_a_broken_line_are_one_line_each()
     {
         var missing = () => Load(_dir.File("nope.conf"));
