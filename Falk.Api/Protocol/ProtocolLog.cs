@@ -29,4 +29,7 @@ internal static partial class ProtocolLog
 
     [LoggerMessage(1108, LogLevel.Debug, "Protocol connection {Connection} closed")]
     public static partial void Closed(ILogger logger, string connection);
+
+    [LoggerMessage(1109, LogLevel.Error, "Protocol connection {Connection}: {Request} failed unexpectedly")]
+    public static partial void Unexpected(ILogger logger, string connection, string request, Exception exception);
 }

@@ -40,7 +40,8 @@ internal sealed class ProtocolSession : IDisposable
     private readonly string _connectionId;
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly CancellationTokenSource _closed = new();
-    private readonly HashSet<long> _owned = [];
+    /// <summary>Run ids this connection made (the worker adds and removes, the lease renewer reads).</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<long, bool> _owned = new();
     private ProtocolMode _parseMode = ProtocolMode.Text;
     private string? _login;
     private long? _current;
@@ -79,9 +80,15 @@ internal sealed class ProtocolSession : IDisposable
             await _closed.CancelAsync().ConfigureAwait(false);
         }
 
-        await worker.ConfigureAwait(false);
-        await leases.ConfigureAwait(false);
-        await TeardownAsync().ConfigureAwait(false);
+        try
+        {
+            await worker.ConfigureAwait(false);
+            await leases.ConfigureAwait(false);
+        }
+        finally
+        {
+            await TeardownAsync().ConfigureAwait(false);
+        }
         ProtocolLog.Closed(_logger, _connectionId);
     }
 
@@ -232,6 +239,12 @@ internal sealed class ProtocolSession : IDisposable
             {
                 answer = ProtocolAnswer.Error(PythonError(e));
             }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // A bug must not end the connection without its teardown: the client gets an Error, the log the rest.
+                ProtocolLog.Unexpected(_logger, _connectionId, request.Class, e);
+                answer = ProtocolAnswer.Error("RuntimeError('internal error; see the daemon log')");
+            }
 
             if (answer.Class == "Error")
             {
@@ -333,7 +346,7 @@ internal sealed class ProtocolSession : IDisposable
         }
 
         _runIds.Set(new RunHandle(runId, Caller.Uid, machine.Id, name, Manage: false));
-        _owned.Add(runId);
+        _owned[runId] = true;
         _current = runId;
         ProtocolLog.Selected(_logger, _connectionId, runId, machine.Id, name);
         return new ProtocolAnswer("RunID", ("run_id", runId));
@@ -471,7 +484,7 @@ internal sealed class ProtocolSession : IDisposable
     private void Forget(RunHandle handle)
     {
         _runIds.Remove(handle.RunId);
-        _owned.Remove(handle.RunId);
+        _owned.TryRemove(handle.RunId, out _);
         if (_current == handle.RunId)
         {
             _current = null;
@@ -486,7 +499,7 @@ internal sealed class ProtocolSession : IDisposable
             return;
         }
 
-        var handles = _owned.Select(runId => _runIds.Find(runId, _caller.Uid)).OfType<RunHandle>().ToList();
+        var handles = _owned.Keys.Select(runId => _runIds.Find(runId, _caller.Uid)).OfType<RunHandle>().ToList();
         if (handles.Count > 0)
         {
             ProtocolLog.TearingDown(_logger, _connectionId, handles.Count);
@@ -504,7 +517,7 @@ internal sealed class ProtocolSession : IDisposable
         {
             while (await timer.WaitForNextTickAsync(_closed.Token).ConfigureAwait(false))
             {
-                foreach (var runId in _owned.ToList())
+                foreach (var runId in _owned.Keys)
                 {
                     if (_caller is not null && _runIds.Find(runId, _caller.Uid) is { } handle)
                     {
