@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Falk.Api.Contracts;
 using Falk.Api.Errors;
+using Falk.Api.Protocol;
 using Falk.Core.Config;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.OpenApi;
@@ -16,6 +17,7 @@ internal static class FalkApiServiceCollectionExtensions
     public static IServiceCollection AddFalkApi(this IServiceCollection services, AccessPolicy accessPolicy)
     {
         services.AddSingleton(accessPolicy);
+        services.AddSingleton<RunIds>();
         services.ConfigureHttpJsonOptions(options => ConfigureJson(options.SerializerOptions));
         services.Configure<Microsoft.AspNetCore.Mvc.JsonOptions>(options => ConfigureJson(options.JsonSerializerOptions));
         services.Configure<RouteHandlerOptions>(options => options.ThrowOnBadRequest = true);
@@ -54,7 +56,7 @@ internal static class FalkApiServiceCollectionExtensions
         options.Converters.Add(new UtcTimestampConverter());
     }
 
-    /// <summary>Kestrel on the control socket only, HTTP/1.1, bounded bodies; the socket gets its mode and group before listen().</summary>
+    /// <summary>Kestrel on the control socket only, HTTP/1.1 and the original control protocol (told apart by their first bytes), bounded bodies; the socket gets its mode and group before listen().</summary>
     public static IWebHostBuilder UseControlSocket(this IWebHostBuilder webHost, DaemonOptions daemon)
     {
         int? groupId = daemon.ControlSocketGroup is { } group ? Falk.Core.Unix.UnixAccounts.ResolveGroup(group) : null;
@@ -65,7 +67,11 @@ internal static class FalkApiServiceCollectionExtensions
         webHost.ConfigureKestrel(options =>
         {
             options.Limits.MaxRequestBodySize = MaxRequestBodyBytes;
-            options.ListenUnixSocket(daemon.ControlSocket, listen => listen.Protocols = HttpProtocols.Http1);
+            options.ListenUnixSocket(daemon.ControlSocket, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1;
+                listen.UseControlProtocol();
+            });
         });
         return webHost;
     }

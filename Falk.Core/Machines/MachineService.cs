@@ -34,6 +34,7 @@ public sealed class MachineService : IAsyncDisposable
     private readonly ILogger<MachineService> _logger;
     private readonly MachineEvents _events;
     private readonly MachineStore _store;
+    private readonly TemplatePool _pool;
     private readonly ConcurrentDictionary<(int Owner, string Key), Lazy<Task<MachineView>>> _idempotentCreates = new();
     private readonly ConcurrentDictionary<string, Machine> _machines = new(StringComparer.Ordinal);
     private readonly Lock _capacityLock = new();
@@ -46,6 +47,7 @@ public sealed class MachineService : IAsyncDisposable
         SshReadiness ssh, MachineEvents events, MachineStore store, TimeProvider time, ILogger<MachineService> logger)
     {
         _store = store;
+        _pool = new TemplatePool(config.Templates);
         _events = events;
         _config = config;
         _backends = backends.ToDictionary(b => b.Type, StringComparer.Ordinal);
@@ -70,15 +72,8 @@ public sealed class MachineService : IAsyncDisposable
         }
     }
 
-    public TemplateDefinition GetTemplate(string name)
-    {
-        if (Names.Problem(name) is { } problem)
-        {
-            throw new InvalidRequestException("template", $"template name {problem}");
-        }
-
-        return _config.Templates.FirstOrDefault(t => t.Name == name) ?? throw new TemplateNotFoundException(name);
-    }
+    /// <summary>The section of that id, else the first section of that name.</summary>
+    public TemplateDefinition GetTemplate(string idOrName) => _pool.Resolve(idOrName)[0];
 
     /// <summary>
     /// Allocates and prepares a machine. With an idempotency key, concurrent and later retries of the same key
@@ -126,7 +121,8 @@ public sealed class MachineService : IAsyncDisposable
 
     private async Task<MachineView> CreateNewAsync(CreateMachineRequest request, Caller caller, CancellationToken cancellationToken)
     {
-        var template = GetTemplate(request.Template);
+        var candidates = _pool.Resolve(request.Template);
+        var template = candidates[0];
         var lease = LeaseDuration(request.LeaseSeconds);
         Names.ValidateLabels(request.Labels);
         if (request.Manage && !template.ManageSupported)
@@ -139,23 +135,26 @@ public sealed class MachineService : IAsyncDisposable
             throw new AccessDeniedException("management mode is for admins only");
         }
 
-        var backend = _backends[template.Type];
         var id = Names.NewMachineId();
-        if (request.Manage)
-        {
-            ClaimManagement(template, id);
-        }
-
         int port;
-        try
+        (template, port) = TemplatePool.Pick(candidates, InUse, candidate =>
         {
-            port = ReserveCapacity(template, caller.Uid);
-        }
-        catch
-        {
-            ReleaseManagement(template, id);
-            throw;
-        }
+            if (request.Manage)
+            {
+                ClaimManagement(candidate, id);
+            }
+
+            try
+            {
+                return ReserveCapacity(candidate, caller.Uid);
+            }
+            catch
+            {
+                ReleaseManagement(candidate, id);
+                throw;
+            }
+        });
+        var backend = _backends[template.Type];
 
         var workDirectory = WorkDirectoryOf(id);
         var now = _time.GetUtcNow();
@@ -163,7 +162,7 @@ public sealed class MachineService : IAsyncDisposable
         try
         {
             // Recorded before anything is made: a crash from here on leaves a row that the next start cleans up.
-            _store.Insert(new MachineRecord(id, template.Type, template.Name, request.Manage, caller.Uid, port, request.Labels,
+            _store.Insert(new MachineRecord(id, template.Type, template.Id, request.Manage, caller.Uid, port, request.Labels,
                 now, now + lease, PreparingState, null, workDirectory, null, request.IdempotencyKey, null));
             Directory.CreateDirectory(workDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             instance = await backend.PrepareAsync(Spec(id, template, request.Manage, port, caller.Uid, request.Labels), cancellationToken).ConfigureAwait(false);
@@ -643,7 +642,9 @@ public sealed class MachineService : IAsyncDisposable
         var keptRecords = new HashSet<string>(StringComparer.Ordinal);
         foreach (var record in _store.All())
         {
-            var template = _config.Templates.FirstOrDefault(t => t.Name == record.Template && t.Type == record.Type);
+            // Records name the section id; those of older daemons its name.
+            var template = _config.Templates.FirstOrDefault(t => t.Id == record.Template && t.Type == record.Type)
+                ?? _config.Templates.FirstOrDefault(t => t.Name == record.Template && t.Type == record.Type);
             if (template is null || !_backends.TryGetValue(record.Type, out var backend))
             {
                 MachineLog.CannotRecover(_logger, record.Id, record.Template, record.Type);
@@ -699,11 +700,11 @@ public sealed class MachineService : IAsyncDisposable
         {
             _ports.Claim(record.Port);
             _machineCount++;
-            _machinesByTemplate[template.Name] = _machinesByTemplate.GetValueOrDefault(template.Name) + 1;
+            _machinesByTemplate[template.Id] = _machinesByTemplate.GetValueOrDefault(template.Id) + 1;
             _machinesByOwner[record.OwnerUid] = _machinesByOwner.GetValueOrDefault(record.OwnerUid) + 1;
             if (record.Manage)
             {
-                _managementByTemplate[template.Name] = record.Id;
+                _managementByTemplate[template.Id] = record.Id;
             }
         }
 
@@ -732,6 +733,14 @@ public sealed class MachineService : IAsyncDisposable
         }
 
         MachineLog.Reattached(_logger, record.Id, state.ToWire(), record.Port);
+    }
+
+    private int InUse(TemplateDefinition template)
+    {
+        lock (_capacityLock)
+        {
+            return _machinesByTemplate.GetValueOrDefault(template.Id);
+        }
     }
 
     private string WorkDirectoryOf(string id) => Path.Combine(_config.Daemon.StateDirectory, "machines", id);
@@ -792,12 +801,12 @@ public sealed class MachineService : IAsyncDisposable
     {
         lock (_capacityLock)
         {
-            if (_managementByTemplate.TryGetValue(template.Name, out var holder))
+            if (_managementByTemplate.TryGetValue(template.Id, out var holder))
             {
-                throw new ManagementConflictException($"template '{template.Name}' already has a management machine ({holder}); delete it first");
+                throw new ManagementConflictException($"template '{template.Id}' already has a management machine ({holder}); delete it first");
             }
 
-            _managementByTemplate[template.Name] = machineId;
+            _managementByTemplate[template.Id] = machineId;
         }
     }
 
@@ -805,9 +814,9 @@ public sealed class MachineService : IAsyncDisposable
     {
         lock (_capacityLock)
         {
-            if (_managementByTemplate.TryGetValue(template.Name, out var holder) && holder == machineId)
+            if (_managementByTemplate.TryGetValue(template.Id, out var holder) && holder == machineId)
             {
-                _managementByTemplate.Remove(template.Name);
+                _managementByTemplate.Remove(template.Id);
             }
         }
     }
@@ -850,10 +859,10 @@ public sealed class MachineService : IAsyncDisposable
                 throw new CapacityExhaustedException($"all {_config.Daemon.MaxMachines} machines are in use (max_machines)", RetryAfter);
             }
 
-            var ofTemplate = _machinesByTemplate.GetValueOrDefault(template.Name);
+            var ofTemplate = _machinesByTemplate.GetValueOrDefault(template.Id);
             if (template.MaxMachines is { } templateLimit && ofTemplate >= templateLimit)
             {
-                throw new CapacityExhaustedException($"all {templateLimit} machines of template '{template.Name}' are in use (its max_machines)", RetryAfter);
+                throw new CapacityExhaustedException($"all {templateLimit} machines of template '{template.Id}' are in use (its max_machines)", RetryAfter);
             }
 
             var ofOwner = _machinesByOwner.GetValueOrDefault(owner);
@@ -867,7 +876,7 @@ public sealed class MachineService : IAsyncDisposable
             {
                 if (!_ports.TryReserve(fixedPort))
                 {
-                    throw new CapacityExhaustedException($"template '{template.Name}' uses the fixed ssh_port {fixedPort}, which is in use", RetryAfter);
+                    throw new CapacityExhaustedException($"template '{template.Id}' uses the fixed ssh_port {fixedPort}, which is in use", RetryAfter);
                 }
 
                 port = fixedPort;
@@ -879,7 +888,7 @@ public sealed class MachineService : IAsyncDisposable
             }
 
             _machineCount++;
-            _machinesByTemplate[template.Name] = ofTemplate + 1;
+            _machinesByTemplate[template.Id] = ofTemplate + 1;
             _machinesByOwner[owner] = ofOwner + 1;
             return port;
         }
@@ -891,7 +900,7 @@ public sealed class MachineService : IAsyncDisposable
         {
             _ports.Release(port);
             _machineCount--;
-            _machinesByTemplate[template.Name]--;
+            _machinesByTemplate[template.Id]--;
             _machinesByOwner[owner]--;
         }
     }

@@ -249,6 +249,10 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
             {
                 ["FALK_MANAGE"] = spec.Manage ? "true" : string.Empty,
                 ["FALK_SSH_PORT"] = port,
+
+                // The same under the names of the justin era (falk's later name), for its scripts.
+                ["JUSTIN_MANAGE"] = spec.Manage ? "true" : string.Empty,
+                ["JUSTIN_SSH_PORT"] = port,
                 [CustomBackend.MachineIdVariable] = spec.MachineId,
                 [CustomBackend.InstanceVariable] = spec.InstanceId,
             },
