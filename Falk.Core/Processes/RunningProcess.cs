@@ -22,6 +22,7 @@ public sealed class RunningProcess : IAsyncDisposable
         Spec = spec;
         Pid = process.Id;
         StartTime = ProcessTree.StartTime(Pid);
+        Session = SessionMark.Of(this);
         _process.Exited += (_, _) => _exited.TrySetResult(SafeExitCode());
         if (_process.HasExited)
         {
@@ -39,6 +40,9 @@ public sealed class RunningProcess : IAsyncDisposable
 
     /// <summary>Start time in clock ticks since boot, to recognise this process after a pid is reused.</summary>
     public long? StartTime { get; }
+
+    /// <summary>The session and process group it leads, when started with <see cref="ProcessSpec.OwnProcessGroup"/>.</summary>
+    public SessionMark? Session { get; }
 
     /// <summary>Completes with the exit code (128+signal for a signal) when the process ends.</summary>
     public Task<int> Exited => _exited.Task;
@@ -157,15 +161,15 @@ public sealed class RunningProcess : IAsyncDisposable
                 _ = Native.kill(Pid, signal);
             }
 
-            if (Spec.OwnProcessGroup)
-            {
-                _ = Native.kill(-Pid, signal);
-            }
-
             if (!includeDescendants)
             {
+                Session?.SignalGroup(signal);
                 return;
             }
+
+            // The group as a whole while its leader provably holds its id; then every member found, one by one,
+            // also those left once the leader is gone.
+            Session?.KillAll();
 
             // Children that left the group (a new session per SSH login) are signalled one by one,
             // but only while they are still the very process seen before (same start time).
