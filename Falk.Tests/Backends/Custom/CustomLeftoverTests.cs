@@ -68,26 +68,17 @@ public sealed class CustomLeftoverTests
     }
 
     /// <summary>A daemon with one custom template whose launch starts sshd in the background and exits with 139 two seconds later.</summary>
-    private sealed class ServerSetup : IAsyncDisposable
+    private sealed class ServerSetup(TempDirectory keys, SshServerFiles ssh, FalkDaemon daemon) : IAsyncDisposable
     {
-        private readonly TempDirectory _keys;
+        public SshServerFiles Ssh => ssh;
 
-        private ServerSetup(TempDirectory keys, SshServerFiles ssh, FalkDaemon daemon)
-        {
-            _keys = keys;
-            Ssh = ssh;
-            Daemon = daemon;
-        }
-
-        public SshServerFiles Ssh { get; }
-
-        public FalkDaemon Daemon { get; }
+        public FalkDaemon Daemon => daemon;
 
         public static async Task<ServerSetup> StartAsync(string launch, string onShutdown, CancellationToken ct)
         {
             var keys = new TempDirectory();
             var ssh = await SshServerFiles.CreateAsync(keys.Path, ct);
-            var server = $"/usr/sbin/sshd -D -e -p {{SSHPORT}} -f {ssh.ConfigPath}";
+            var server = ssh.LaunchCommand;
             var command = launch switch
             {
                 "background" => $"/bin/sh -c \"{server} & sleep 2; exit 139\"",
@@ -137,7 +128,14 @@ public sealed class CustomLeftoverTests
         public async ValueTask DisposeAsync()
         {
             await Daemon.DisposeAsync();
-            _keys.Dispose();
+
+            // Only when a test failed is anything left; it must not outlive the run.
+            foreach (var pid in ProcessTable.WithArgument(Ssh.ConfigPath))
+            {
+                ProcessTree.Kill(pid);
+            }
+
+            keys.Dispose();
         }
     }
 }
