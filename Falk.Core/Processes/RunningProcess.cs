@@ -16,13 +16,13 @@ public sealed class RunningProcess : IAsyncDisposable
     private readonly HashSet<(int Pid, long? StartTime)> _seenDescendants = [];
     private readonly Lock _lock = new();
 
-    private RunningProcess(Process process, ProcessSpec spec)
+    private RunningProcess(Process process, ProcessSpec spec, long startedNotBefore)
     {
         _process = process;
         Spec = spec;
         Pid = process.Id;
         StartTime = ProcessTree.StartTime(Pid);
-        Session = SessionMark.Of(this);
+        Session = spec.OwnProcessGroup ? new SessionMark(Pid, Pid, StartTime ?? startedNotBefore, ProcessTree.BootId) : null;
         _process.Exited += (_, _) => _exited.TrySetResult(SafeExitCode());
         if (_process.HasExited)
         {
@@ -95,6 +95,10 @@ public sealed class RunningProcess : IAsyncDisposable
         }
 
         var process = new Process { StartInfo = info, EnableRaisingEvents = true };
+
+        // A process may be gone (and reaped) before its start time can be read; its session is still marked, with a
+        // time no later than its start: then nothing holds its pid, and any later holder is not it.
+        var startedNotBefore = ProcessTree.TicksSinceBoot() - ProcessTree.ClockTicksPerSecond;
         try
         {
             process.Start();
@@ -107,7 +111,7 @@ public sealed class RunningProcess : IAsyncDisposable
 
         // Nothing is ever written to a machine's stdin; closing it keeps the daemon's stdin out of reach.
         process.StandardInput.Close();
-        return new RunningProcess(process, spec);
+        return new RunningProcess(process, spec, startedNotBefore);
     }
 
     /// <summary>Waits for the exit code; cancelling the wait does not stop the process.</summary>

@@ -18,10 +18,6 @@ namespace Falk.Core.Processes;
 /// </remarks>
 public sealed record SessionMark(int ProcessGroup, int Session, long LeaderStartTime, string BootId)
 {
-    /// <summary>The mark of a process started with <see cref="ProcessSpec.OwnProcessGroup"/>: it leads both, so both ids are its pid.</summary>
-    public static SessionMark? Of(RunningProcess process) =>
-        process.Spec.OwnProcessGroup && process.StartTime is { } start ? new SessionMark(process.Pid, process.Pid, start, ProcessTree.BootId) : null;
-
     /// <summary>True while the group's leader is the very process recorded (a zombie included: it still holds the ids).</summary>
     public bool LeaderHoldsIds => BootId == ProcessTree.BootId && ProcessTree.IsSameProcess(ProcessGroup, LeaderStartTime);
 

@@ -17,6 +17,13 @@ public static class ProcessTree
         ? File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim()
         : string.Empty;
 
+    /// <summary>The unit of start times in /proc (USER_HZ, which Linux fixes at 100 for user space on every architecture).</summary>
+    public const long ClockTicksPerSecond = 100;
+
+    /// <summary>Now, in the clock ticks since boot that start times are counted in (from /proc/uptime).</summary>
+    public static long TicksSinceBoot() =>
+        (long)(double.Parse(File.ReadAllText("/proc/uptime").Split(' ')[0], CultureInfo.InvariantCulture) * ClockTicksPerSecond);
+
     /// <summary>SIGKILL to one process; a process already gone is fine.</summary>
     public static void Kill(int pid) => _ = Native.kill(pid, Native.SIGKILL);
 
