@@ -17,6 +17,7 @@ public sealed class SessionMarkTests
             ["/bin/sh", "-c", $"sleep {marker}1 & /usr/bin/perl -e 'setpgrp(0, 0); exec @ARGV' sleep {marker}2 & exit 0"]) { OwnProcessGroup = true });
         await using (process)
         {
+            using var leftovers = ProcessTable.KillOnDispose($"sleep {marker}");
             await process.WaitForExitAsync(ct);
             var mark = process.Session!;
             var sleeps = await Wait.UntilAsync(

@@ -130,10 +130,7 @@ public sealed class CustomLeftoverTests
             await Daemon.DisposeAsync();
 
             // Only when a test failed is anything left; it must not outlive the run.
-            foreach (var pid in ProcessTable.WithArgument(Ssh.ConfigPath))
-            {
-                ProcessTree.Kill(pid);
-            }
+            ProcessTable.KillWithArgument(Ssh.ConfigPath);
 
             keys.Dispose();
         }
