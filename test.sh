@@ -6,11 +6,22 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/install-deps.sh
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+pylog=$(mktemp)
+trap 'rm -f "$log" "$pylog"' EXIT
 status=0
 dotnet test Falk.slnx -c Release "$@" 2>&1 | tee "$log" || status=$?
+# The Python client (clients/python), with Debian's Python: mypy --strict, then its tests against the falkd just built.
+# A type error counts as one failed check in the closing line.
+mypy_failed=0
+(cd clients/python && /usr/bin/python3 -m mypy --strict falk_client tests) || { status=1; mypy_failed=1; }
+(cd clients/python && FALK_PY_NO_BUILD=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider) 2>&1 | tee "$pylog" || status=$?
 # One plain closing line for readers that do not know Microsoft.Testing.Platform's summary.
 passed=$(sed -n 's/^ *succeeded: *\([0-9]*\).*/\1/p' "$log" | tail -1)
 failed=$(sed -n 's/^ *failed: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+py_summary=$(grep -E '^=* *[0-9]+ (passed|failed|error)' "$pylog" | tail -1)
+py_passed=$(grep -oE '[0-9]+ passed' <<<"$py_summary" | cut -d' ' -f1)
+py_failed=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$py_summary" | awk '{ n += $1 } END { print n + 0 }')
+passed=$(( ${passed:-0} + ${py_passed:-0} ))
+failed=$(( ${failed:-0} + ${py_failed:-0} + mypy_failed ))
 echo "Tests: ${passed:-0} passed, ${failed:-0} failed"
 exit "$status"

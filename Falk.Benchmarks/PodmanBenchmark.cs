@@ -10,6 +10,7 @@ using Falk.Core.Processes;
 using Falk.Core.Ssh;
 using Falk.Core.Waiting;
 using Version = System.Version;
+using Falk.Tests.Fixtures;
 
 namespace Falk.Benchmarks;
 

@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Falk.Client;
 using Falk.Core.Processes;
 using Falk.Core.Ssh;
+using Falk.Tests.Fixtures;
 
 namespace Falk.Benchmarks;
 

@@ -1,6 +1,7 @@
 using Falk.Client;
 using Falk.Core.Processes;
 using Falk.Core.Ssh;
+using Falk.Tests.Fixtures;
 
 namespace Falk.Benchmarks;
 

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Spectre.Console;
@@ -8,7 +10,11 @@ namespace Falk.Cli;
 /// <summary>What falk prints: tables or JSON on stdout, progress and errors on stderr (plain lines when not a terminal).</summary>
 public sealed class Output(bool json)
 {
-    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+    /// <summary>The API's JSON as it is: indented, and '+' in host keys and fingerprints left as it is.</summary>
+    public static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>The same on one line (one event a line).</summary>
+    public static readonly JsonSerializerOptions JsonLineOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     private readonly IAnsiConsole _err = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
 
@@ -16,9 +22,38 @@ public sealed class Output(bool json)
 
     public static bool IsTerminal => !Console.IsOutputRedirected && !Console.IsErrorRedirected;
 
-    public static void PrintJson(JsonNode node) => Console.WriteLine(node.ToJsonString(Indented));
+    /// <summary>
+    /// The width tables fit in: the terminal's when stdout is one, else <c>$COLUMNS</c>, else 80.
+    /// </summary>
+    public static int Width
+    {
+        get
+        {
+            if (!Console.IsOutputRedirected)
+            {
+                try
+                {
+                    if (Console.WindowWidth > 0)
+                    {
+                        return Console.WindowWidth;
+                    }
+                }
+                catch (IOException)
+                {
+                    // No terminal size to ask for after all: fall through.
+                }
+            }
 
-    public void Table(JsonNode items, params (string Header, Func<JsonNode, string?> Value)[] columns)
+            return int.TryParse(Environment.GetEnvironmentVariable("COLUMNS"), NumberStyles.None, CultureInfo.InvariantCulture, out var columns) && columns > 0
+                ? columns
+                : 80;
+        }
+    }
+
+    public static void PrintJson(JsonNode node) => Console.WriteLine(node.ToJsonString(JsonOptions));
+
+    /// <summary>Prints <paramref name="items"/> as JSON with <c>--json</c>, else the lines <paramref name="render"/> makes of them.</summary>
+    public void Print(JsonNode items, Func<JsonNode, IEnumerable<string>> render)
     {
         if (Json)
         {
@@ -26,18 +61,10 @@ public sealed class Output(bool json)
             return;
         }
 
-        var table = new Table().Border(TableBorder.Simple);
-        foreach (var (header, _) in columns)
+        foreach (var line in render(items))
         {
-            table.AddColumn(header);
+            Console.WriteLine(line);
         }
-
-        foreach (var item in items.AsArray())
-        {
-            table.AddRow(columns.Select(c => Markup.Escape(c.Value(item!) ?? "-")).ToArray());
-        }
-
-        AnsiConsole.Write(table);
     }
 
     public static void Error(string message) => Console.Error.WriteLine($"falk: {message}");

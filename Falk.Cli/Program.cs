@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Text.Json.Nodes;
 using Falk.Cli;
 
 var socketOption = new Option<string?>("--socket") { Description = "falkd's socket (default: $FALK_SOCKET, then /run/falk/falk.sock); unix:///path works too", Recursive = true };
@@ -17,39 +16,21 @@ var root = new RootCommand("falk: machines for CI from falkd — management shel
 var templates = new Command("templates", "list the machine kinds falkd offers");
 templates.SetAction((parse, ct) => RunAsync(parse, async (api, output) =>
 {
-    output.Table(await api.GetAsync("v1/templates", ct),
-        ("NAME", t => t["name"]?.ToString()), ("TYPE", t => t["type"]?.ToString()),
-        ("SSH USER", t => t["ssh_user"]?.ToString()), ("MANAGE", t => t["manage_supported"]?.ToString()),
-        ("HOST KEY PINNED", t => t["host_key_pinned"]?.ToString()));
+    output.Print(await api.GetAsync("v1/templates", ct), t => Views.Templates(t.AsArray(), Output.Width));
     return ExitCodes.Ok;
 }));
 
 var ls = new Command("ls", "list your machines (all machines for admins)");
 ls.SetAction((parse, ct) => RunAsync(parse, async (api, output) =>
 {
-    output.Table(await api.GetAsync("v1/machines", ct),
-        ("ID", m => m["id"]?.ToString()), ("TEMPLATE", m => m["template"]?.ToString()), ("STATE", m => m["state"]?.ToString()),
-        ("MANAGE", m => m["manage"]?.ToString()), ("SSH", m => $"{m["ssh"]?["user"]}@{m["ssh"]?["host"]}:{m["ssh"]?["port"]}"),
-        ("LEASE ENDS", m => m["lease_expires_at"]?.ToString()));
+    output.Print(await api.GetAsync("v1/machines", ct), m => Views.Machines(m.AsArray(), DateTimeOffset.UtcNow, Output.Width));
     return ExitCodes.Ok;
 }));
 
 var show = new Command("show", "show one machine") { idArgument };
 show.SetAction((parse, ct) => RunAsync(parse, async (api, output) =>
 {
-    var machine = await api.GetAsync($"v1/machines/{parse.GetValue(idArgument)}", ct);
-    if (output.Json)
-    {
-        Output.PrintJson(machine);
-    }
-    else
-    {
-        foreach (var (key, value) in machine.AsObject())
-        {
-            Console.WriteLine($"{key,-18} {(value is JsonObject or JsonArray ? value.ToJsonString() : value?.ToString() ?? "-")}");
-        }
-    }
-
+    output.Print(await api.GetAsync($"v1/machines/{parse.GetValue(idArgument)}", ct), m => Views.Fields(m.AsObject(), DateTimeOffset.UtcNow));
     return ExitCodes.Ok;
 }));
 
@@ -85,11 +66,16 @@ events.SetAction((parse, ct) => RunAsync(parse, async (api, output) =>
 {
     await foreach (var e in api.EventsAsync(ct))
     {
-        Console.WriteLine(output.Json ? e.ToJsonString() : $"{e["time"]} {e["type"],-16} {e["machine_id"]} {e["template"]} {e["detail"]}");
+        Console.WriteLine(output.Json ? e.ToJsonString(Output.JsonLineOptions) : Views.Event(e));
     }
 
     return ExitCodes.Ok;
 }));
+
+var loginArgument = new Argument<string?>("name") { Description = "the name to log in as (default: your user name)", Arity = ArgumentArity.ZeroOrOne };
+var shell = new Command("shell", "speak falkd's original control protocol on stdin/stdout, logged in: the forced command of Kevin's ssh key") { loginArgument };
+shell.SetAction((parse, ct) => ControlShell.RunAsync(
+    parse.GetValue(socketOption) ?? Environment.GetEnvironmentVariable("FALK_SOCKET") ?? DefaultSocket, parse.GetValue(loginArgument), ct));
 
 var volatileOption = new Option<bool>("--volatile") { Description = "a throwaway copy: nothing is committed" };
 var commitOption = new Option<bool>("--commit") { Description = "commit the changes without asking" };
@@ -135,7 +121,7 @@ Command ManageCommand(string name, string description, bool alwaysVolatile)
 
 root.Subcommands.Add(ManageCommand("manage", "boot a template in management mode, open a shell (or run a command), then commit or discard", alwaysVolatile: false));
 root.Subcommands.Add(ManageCommand("run", "the same on a throwaway copy of a template: deleted afterwards, nothing committed", alwaysVolatile: true));
-foreach (var command in new[] { templates, ls, show, ssh, logs, rm, events })
+foreach (var command in new[] { templates, ls, show, ssh, logs, rm, events, shell })
 {
     root.Subcommands.Add(command);
 }
@@ -156,7 +142,7 @@ return await parsed.InvokeAsync(new InvocationConfiguration { ProcessTermination
 
 async Task<int> RunAsync(ParseResult parse, Func<FalkApi, Output, Task<int>> action)
 {
-    var socket = parse.GetValue(socketOption) ?? Environment.GetEnvironmentVariable("FALK_SOCKET") ?? "/run/falk/falk.sock";
+    var socket = parse.GetValue(socketOption) ?? Environment.GetEnvironmentVariable("FALK_SOCKET") ?? DefaultSocket;
     var output = new Output(parse.GetValue(jsonOption));
     using var api = new FalkApi(socket);
     try
@@ -173,4 +159,9 @@ async Task<int> RunAsync(ParseResult parse, Func<FalkApi, Output, Task<int>> act
         Output.Error(e.Message);
         return ExitCodes.DaemonUnreachable;
     }
+}
+
+internal static partial class Program
+{
+    private const string DefaultSocket = "/run/falk/falk.sock";
 }

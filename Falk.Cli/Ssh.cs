@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using Falk.Core.Processes;
 
 namespace Falk.Cli;
 
@@ -44,9 +43,8 @@ public static class Ssh
             info.ArgumentList.Add($"{ssh["user"]}@{ssh["host"]}");
             if (command.Count > 0)
             {
-                // ssh hands the remote shell one string: quote each argument so it arrives as it was given.
                 info.ArgumentList.Add("--");
-                info.ArgumentList.Add(CommandLine.Quote(command));
+                info.ArgumentList.Add(RemoteCommand.Join(command));
             }
 
             using var process = Process.Start(info) ?? throw new InvalidOperationException("ssh did not start");

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Falk's tests, demo and backends use. Idempotent: installs only what is missing.
+# Installs the Debian packages Falk's tests, demo and backends use, including what podman, netavark, QEMU
+# and sshd need only at run time. Idempotent: installs only what is missing. scripts/check-fresh-machine.sh
+# checks the list in a throwaway minimal Debian: every program Falk and its services run must resolve.
 set -euo pipefail
 
 packages=(
-  openssh-server openssh-client           # the sshd inside custom machines, test guests and images; ssh-keygen
+  openssh-server openssh-client openssh-sftp-server  # sshd in custom machines, test guests and images; ssh, ssh-keygen
   util-linux procps curl ca-certificates  # setsid (own process group per launch), ps, the README's curl session
   podman runc uidmap slirp4netns fuse-overlayfs netavark aardvark-dns catatonit  # podman backend and its API service
+  iptables                                # netavark sets up published ports with it (podman only suggests it)
   mmdebstrap                              # the podman test image's root filesystem
   qemu-system-x86 qemu-utils              # qemu backend
   busybox-static e2fsprogs cpio zstd xz-utils  # the qemu test guest
+  python3 python3-aiohttp python3-pytest python3-pytest-asyncio mypy  # clients/python: falk_client, its tests and type check
 )
 
 missing=()

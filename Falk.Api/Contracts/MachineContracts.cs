@@ -52,7 +52,7 @@ public sealed record SshResponse(
     string? KnownHostKey,
     string? Fingerprint,
     bool KnownHostKeyVerified,
-    string HostKeySource,
+    HostKeySource HostKeySource,
     string? KnownHostsLine)
 {
     public static SshResponse From(SshAccess s) => new(
@@ -62,6 +62,6 @@ public sealed record SshResponse(
         s.KnownHostKey?.PublicKeyLine,
         s.KnownHostKey?.FingerprintSha256,
         s.Verified,
-        s.Source,
+        HostKeySourceWire.FromCore(s.Source),
         s.KnownHostKey?.KnownHostsLine(s.Host, s.Port));
 }

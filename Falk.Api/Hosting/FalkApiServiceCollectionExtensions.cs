@@ -1,6 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Falk.Api.Contracts;
 using Falk.Api.Errors;
+using Falk.Api.Protocol;
 using Falk.Core.Config;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.OpenApi;
@@ -15,6 +17,7 @@ internal static class FalkApiServiceCollectionExtensions
     public static IServiceCollection AddFalkApi(this IServiceCollection services, AccessPolicy accessPolicy)
     {
         services.AddSingleton(accessPolicy);
+        services.AddSingleton<RunIds>();
         services.ConfigureHttpJsonOptions(options => ConfigureJson(options.SerializerOptions));
         services.Configure<Microsoft.AspNetCore.Mvc.JsonOptions>(options => ConfigureJson(options.JsonSerializerOptions));
         services.Configure<RouteHandlerOptions>(options => options.ThrowOnBadRequest = true);
@@ -31,6 +34,14 @@ internal static class FalkApiServiceCollectionExtensions
             });
             options.SupportNonNullableReferenceTypes();
             options.SchemaFilter<MachineStateSchemaFilter>();
+            options.MapType<DateTimeOffset>(() => new OpenApiSchema
+            {
+                Type = JsonSchemaType.String,
+                Format = "date-time",
+                Pattern = UtcTimestampConverter.Pattern,
+                Description = "UTC with Z and millisecond precision (ISO 8601 / RFC 3339)",
+                Examples = [UtcTimestampConverter.Example],
+            });
         });
         return services;
     }
@@ -43,9 +54,10 @@ internal static class FalkApiServiceCollectionExtensions
         options.Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping;
         options.UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow;
         options.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower));
+        options.Converters.Add(new UtcTimestampConverter());
     }
 
-    /// <summary>Kestrel on the control socket only, HTTP/1.1, bounded bodies; the socket gets its mode and group before listen().</summary>
+    /// <summary>Kestrel on the control socket only, HTTP/1.1 and the original control protocol (told apart by their first bytes), bounded bodies; the socket gets its mode and group before listen().</summary>
     public static IWebHostBuilder UseControlSocket(this IWebHostBuilder webHost, DaemonOptions daemon)
     {
         int? groupId = daemon.ControlSocketGroup is { } group ? Falk.Core.Unix.UnixAccounts.ResolveGroup(group) : null;
@@ -56,7 +68,11 @@ internal static class FalkApiServiceCollectionExtensions
         webHost.ConfigureKestrel(options =>
         {
             options.Limits.MaxRequestBodySize = MaxRequestBodyBytes;
-            options.ListenUnixSocket(daemon.ControlSocket, listen => listen.Protocols = HttpProtocols.Http1);
+            options.ListenUnixSocket(daemon.ControlSocket, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1;
+                listen.UseControlProtocol();
+            });
         });
         return webHost;
     }

@@ -41,46 +41,56 @@ public sealed class Admission
         }
     }
 
-    /// <summary>Admits a new machine or throws (capacity exhausted, management already claimed), holding nothing then.</summary>
-    internal AdmissionReservation Admit(TemplateDefinition template, int owner, bool manage, string machineId)
+    /// <summary>
+    /// Admits a new machine of one of <paramref name="candidates"/> (the sections of a pool, or one section): the
+    /// least used section that has room in its own limits and whose management claim is free, in config order among
+    /// equals. Throws when none has (the last section's refusal), holding nothing then.
+    /// </summary>
+    internal AdmissionReservation Admit(IReadOnlyList<TemplateDefinition> candidates, int owner, bool manage, string machineId)
     {
         lock (_lock)
         {
-            var image = manage ? ClaimManagement(template, machineId, check: true) : null;
-            if (_machineCount >= _config.Daemon.MaxMachines)
-            {
-                throw Refused(image, $"all {_config.Daemon.MaxMachines} machines are in use (max_machines)");
-            }
-
-            var ofTemplate = _machinesByTemplate.GetValueOrDefault(template.Name);
-            if (template.MaxMachines is { } templateLimit && ofTemplate >= templateLimit)
-            {
-                throw Refused(image, $"all {templateLimit} machines of template '{template.Name}' are in use (its max_machines)");
-            }
-
-            var ofOwner = _machinesByOwner.GetValueOrDefault(owner);
-            if (_config.Daemon.MaxMachinesPerOwner is { } ownerLimit && ofOwner >= ownerLimit && owner != Caller.Daemon.Uid)
-            {
-                throw Refused(image, $"uid {owner} already has {ofOwner} machines (max_machines_per_owner)");
-            }
-
-            int port;
-            if (template.SshPort is { } fixedPort)
-            {
-                if (!_ports.TryReserve(fixedPort))
-                {
-                    throw Refused(image, $"template '{template.Name}' uses the fixed ssh_port {fixedPort}, which is in use");
-                }
-
-                port = fixedPort;
-            }
-            else
-            {
-                port = _ports.TryAllocate() ?? throw Refused(image, $"no free port in vm_ports {_ports.Range}");
-            }
-
-            return Count(template, owner, port, image, machineId);
+            return TemplatePool.Pick(candidates, t => _machinesByTemplate.GetValueOrDefault(t.Id), t => AdmitOne(t, owner, manage, machineId)).Reserved;
         }
+    }
+
+    /// <summary>Admits a machine of <paramref name="template"/> or throws; called under the lock.</summary>
+    private AdmissionReservation AdmitOne(TemplateDefinition template, int owner, bool manage, string machineId)
+    {
+        var image = manage ? ClaimManagement(template, machineId, check: true) : null;
+        if (_machineCount >= _config.Daemon.MaxMachines)
+        {
+            throw Refused(image, $"all {_config.Daemon.MaxMachines} machines are in use (max_machines)");
+        }
+
+        var ofTemplate = _machinesByTemplate.GetValueOrDefault(template.Id);
+        if (template.MaxMachines is { } templateLimit && ofTemplate >= templateLimit)
+        {
+            throw Refused(image, $"all {templateLimit} machines of template '{template.Id}' are in use (its max_machines)");
+        }
+
+        var ofOwner = _machinesByOwner.GetValueOrDefault(owner);
+        if (_config.Daemon.MaxMachinesPerOwner is { } ownerLimit && ofOwner >= ownerLimit && owner != Caller.Daemon.Uid)
+        {
+            throw Refused(image, $"uid {owner} already has {ofOwner} machines (max_machines_per_owner)");
+        }
+
+        int port;
+        if (template.SshPort is { } fixedPort)
+        {
+            if (!_ports.TryReserve(fixedPort))
+            {
+                throw Refused(image, $"template '{template.Id}' uses the fixed ssh_port {fixedPort}, which is in use");
+            }
+
+            port = fixedPort;
+        }
+        else
+        {
+            port = _ports.TryAllocate() ?? throw Refused(image, $"no free port in vm_ports {_ports.Range}");
+        }
+
+        return Count(template, owner, port, image, machineId);
     }
 
     /// <summary>Admits a machine taken back after a restart with the port it had, whatever the limits say now.</summary>
@@ -97,7 +107,7 @@ public sealed class Admission
     private AdmissionReservation Count(TemplateDefinition template, int owner, int port, string? image, string machineId)
     {
         _machineCount++;
-        _machinesByTemplate[template.Name] = _machinesByTemplate.GetValueOrDefault(template.Name) + 1;
+        _machinesByTemplate[template.Id] = _machinesByTemplate.GetValueOrDefault(template.Id) + 1;
         _machinesByOwner[owner] = _machinesByOwner.GetValueOrDefault(owner) + 1;
         return new AdmissionReservation(this, template, owner, port, image, machineId);
     }
@@ -105,15 +115,15 @@ public sealed class Admission
     /// <summary>One management machine per image: a second one would edit the same image.</summary>
     private string ClaimManagement(TemplateDefinition template, string machineId, bool check)
     {
-        var image = $"{template.Type}:{(_backends.TryGetValue(template.Type, out var backend) ? backend.ManagementScope(template) : template.Name)}";
+        var image = $"{template.Type}:{(_backends.TryGetValue(template.Type, out var backend) ? backend.ManagementScope(template) : template.Id)}";
         if (check && _managementByImage.TryGetValue(image, out var holder))
         {
-            throw new ManagementConflictException(holder.Template == template.Name
-                ? $"template '{template.Name}' already has a management machine ({holder.MachineId}); delete it first"
-                : $"template '{template.Name}' shares its image with template '{holder.Template}', which has a management machine ({holder.MachineId}); delete it first");
+            throw new ManagementConflictException(holder.Template == template.Id
+                ? $"template '{template.Id}' already has a management machine ({holder.MachineId}); delete it first"
+                : $"template '{template.Id}' shares its image with template '{holder.Template}', which has a management machine ({holder.MachineId}); delete it first");
         }
 
-        _managementByImage[image] = (machineId, template.Name);
+        _managementByImage[image] = (machineId, template.Id);
         return image;
     }
 
@@ -133,7 +143,7 @@ public sealed class Admission
         {
             _ports.Release(reservation.Port);
             _machineCount--;
-            _machinesByTemplate[reservation.Template.Name]--;
+            _machinesByTemplate[reservation.Template.Id]--;
             _machinesByOwner[reservation.Owner]--;
             if (reservation.ManagedImage is { } image && _managementByImage.TryGetValue(image, out var holder) && holder.MachineId == reservation.MachineId)
             {

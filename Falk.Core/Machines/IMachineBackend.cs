@@ -58,9 +58,10 @@ public interface IMachineBackend
 
     /// <summary>
     /// What a management machine of <paramref name="definition"/> edits. Templates with the same scope share the rule of
-    /// one management machine at a time (two templates on one base image edit the same image). By default the template.
+    /// one management machine at a time (two templates on one base image edit the same image). By default the template's
+    /// section (sections of a pool share a name, not a scope).
     /// </summary>
-    string ManagementScope(TemplateDefinition definition) => definition.Name;
+    string ManagementScope(TemplateDefinition definition) => definition.Id;
 }
 
 /// <summary>A machine taken back after a restart.</summary>

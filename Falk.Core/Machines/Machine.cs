@@ -113,7 +113,7 @@ public sealed class Machine
     {
         lock (Sync)
         {
-            return new MachineRecord(Id, Template.Type, Template.Name, Manage, OwnerUid, SshPort, Labels, CreatedAt, LeaseExpiresAt,
+            return new MachineRecord(Id, Template.Type, Template.Id, Manage, OwnerUid, SshPort, Labels, CreatedAt, LeaseExpiresAt,
                 State.ToWire(), LastError, WorkDirectory, Instance.Handle, IdempotencyKey, ObservedHostKey?.PublicKeyLine);
         }
     }

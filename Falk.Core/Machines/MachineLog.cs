@@ -20,10 +20,10 @@ internal static partial class MachineLog
     [LoggerMessage(2004, LogLevel.Error, "Machine {MachineId} could not be cleaned up")]
     public static partial void CleanupFailed(ILogger logger, string machineId, Exception exception);
 
-    [LoggerMessage(2005, LogLevel.Warning, "Machine {MachineId}: SSH answers with host key {Fingerprint}, which is not verified (no key configured)")]
+    [LoggerMessage(2005, LogLevel.Warning, "Machine {MachineId}: SSH answers with host key {Fingerprint}: observed, not verified (no host key from config or image)")]
     public static partial void UnverifiedHostKey(ILogger logger, string machineId, string fingerprint);
 
-    [LoggerMessage(2006, LogLevel.Information, "Machine {MachineId}: SSH ready with host key {Fingerprint}")]
+    [LoggerMessage(2006, LogLevel.Information, "Machine {MachineId}: SSH ready with host key {Fingerprint} (verified)")]
     public static partial void SshReady(ILogger logger, string machineId, string fingerprint);
 
     [LoggerMessage(2007, LogLevel.Information, "Machine {MachineId} ended: {Description}")]

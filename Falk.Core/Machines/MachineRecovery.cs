@@ -44,7 +44,9 @@ public sealed class MachineRecovery(FalkConfig config, IEnumerable<IMachineBacke
         var keptRecords = new HashSet<string>(StringComparer.Ordinal);
         foreach (var record in store.All())
         {
-            var template = config.Templates.FirstOrDefault(t => t.Name == record.Template && t.Type == record.Type);
+            // Records name the section id; those of older daemons its name.
+            var template = config.Templates.FirstOrDefault(t => t.Id == record.Template && t.Type == record.Type)
+                ?? config.Templates.FirstOrDefault(t => t.Name == record.Template && t.Type == record.Type);
             if (template is null || !_backends.TryGetValue(record.Type, out var backend))
             {
                 MachineLog.CannotRecover(logger, record.Id, record.Template, record.Type);

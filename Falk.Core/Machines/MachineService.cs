@@ -37,6 +37,7 @@ public sealed class MachineService(
     private const string PreparingState = "preparing";
 
     private readonly Dictionary<string, IMachineBackend> _backends = backends.ToDictionary(b => b.Type, StringComparer.Ordinal);
+    private readonly TemplatePool _pool = new(config.Templates);
 
     public IReadOnlyList<TemplateDefinition> Templates => config.Templates;
 
@@ -46,15 +47,8 @@ public sealed class MachineService(
 
     internal int IdempotencyKeysHeld => idempotency.Count;
 
-    public TemplateDefinition GetTemplate(string name)
-    {
-        if (Names.Problem(name) is { } problem)
-        {
-            throw new InvalidRequestException("template", $"template name {problem}");
-        }
-
-        return config.Templates.FirstOrDefault(t => t.Name == name) ?? throw new TemplateNotFoundException(name);
-    }
+    /// <summary>The section of that id, else the first section of that name.</summary>
+    public TemplateDefinition GetTemplate(string idOrName) => _pool.Resolve(idOrName)[0];
 
     /// <summary>
     /// Allocates and prepares a machine. With an idempotency key, concurrent and later retries of the same key
@@ -68,7 +62,8 @@ public sealed class MachineService(
 
     private async Task<MachineView> CreateNewAsync(CreateMachineRequest request, Caller caller, CancellationToken cancellationToken)
     {
-        var template = GetTemplate(request.Template);
+        var candidates = _pool.Resolve(request.Template);
+        var template = candidates[0];
         var lease = leases.Duration(request.LeaseSeconds);
         Names.ValidateLabels(request.Labels);
         if (request.Manage && !template.ManageSupported)
@@ -81,16 +76,17 @@ public sealed class MachineService(
             throw new AccessDeniedException("management mode is for admins only");
         }
 
-        var backend = _backends[template.Type];
         var id = Names.NewMachineId();
-        var reservation = admission.Admit(template, caller.Uid, request.Manage, id);
+        var reservation = admission.Admit(candidates, caller.Uid, request.Manage, id);
+        template = reservation.Template;
+        var backend = _backends[template.Type];
         var spec = MachineSpecs.Of(config, id, template, request.Manage, reservation.Port, caller.Uid, request.Labels);
         var now = time.GetUtcNow();
         IMachineInstance instance;
         try
         {
             // Recorded before anything is made: a crash from here on leaves a row that the next start cleans up.
-            store.Save(new MachineRecord(id, template.Type, template.Name, request.Manage, caller.Uid, reservation.Port, request.Labels,
+            store.Save(new MachineRecord(id, template.Type, template.Id, request.Manage, caller.Uid, reservation.Port, request.Labels,
                 now, now + lease, PreparingState, null, spec.WorkDirectory, null, request.IdempotencyKey, null));
             Directory.CreateDirectory(spec.WorkDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             instance = await backend.PrepareAsync(spec, cancellationToken).ConfigureAwait(false);

@@ -43,7 +43,15 @@ public sealed class BadInputTests(SshdDaemonFixture fixture) : IClassFixture<Ssh
         var before = await StateAsync(ct);
         var huge = new JsonObject { ["template"] = "sshd", ["labels"] = new JsonObject { ["x"] = new string('a', 70_000) } };
 
-        using var response = await Client.PostRawAsync("v1/machines", huge.ToJsonString(), ct);
+        // Expect: 100-continue, as curl sends for large bodies: the daemon refuses by Content-Length before any of the
+        // body is sent. Without it the client may still be writing when the 413 closes the connection (a broken pipe).
+        using var request = new HttpRequestMessage(HttpMethod.Post, "v1/machines")
+        {
+            Content = new StringContent(huge.ToJsonString(), System.Text.Encoding.UTF8, "application/json"),
+        };
+        request.Headers.ExpectContinue = true;
+
+        using var response = await Client.SendAsync(request, ct);
 
         await response.ShouldBeProblemAsync(HttpStatusCode.RequestEntityTooLarge, "body-too-large", ct);
         (await StateAsync(ct)).Should().Be(before);

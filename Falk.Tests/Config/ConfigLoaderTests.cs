@@ -141,7 +141,7 @@ public sealed class ConfigLoaderTests : IDisposable
         config.Templates[0].Name.Should().Be("vm");
         config.Templates[0].SshHost.Should().Be("localhost");
         config.Templates[0].KnownHostKeys.Should().BeEmpty();
-        config.Warnings.Should().ContainSingle(w => w.Contains("host keys will not be verified", StringComparison.Ordinal));
+        config.Warnings.Should().ContainSingle(w => w.Contains("host keys will be observed, not verified", StringComparison.Ordinal));
     }
 
     [Theory]
@@ -197,23 +197,46 @@ public sealed class ConfigLoaderTests : IDisposable
     }
 
     [Fact]
-    public void Two_templates_with_one_name_are_an_error()
+    public void Templates_may_share_a_name_as_a_pool_and_keep_their_section_ids()
     {
-        var errors = Errors("""
+        var config = Load(Write("""
             [falk]
-            [a]
-            name = same
+            [vm-a]
+            name = debian
             type = custom
             launch = /bin/true
             ssh_user = u
-            [b]
-            name = same
+            ssh_known_host_key = HOSTKEY
+            [vm-b]
+            name = debian
             type = custom
             launch = /bin/true
             ssh_user = u
-            """);
+            ssh_known_host_key = HOSTKEY
+            """.Replace("HOSTKEY", HostKeyLine, StringComparison.Ordinal)));
 
-        errors.Should().ContainSingle().Which.Should().Contain("[a], [b] name: 'same' is used by more than one template");
+        config.Templates.Select(t => (t.Id, t.Name)).Should().Equal(("vm-a", "debian"), ("vm-b", "debian"));
+        config.Warnings.Should().BeEmpty();
+    }
+
+    [Fact]
+    public void A_justin_era_file_is_read_with_its_justin_section_as_the_daemon_section()
+    {
+        var config = Load(Write("""
+            [justin]
+            name = ci-justin
+            control_socket = /run/kevin/justin
+            [vm]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            ssh_known_host_key = HOSTKEY
+            """.Replace("HOSTKEY", HostKeyLine, StringComparison.Ordinal)));
+
+        config.Daemon.Name.Should().Be("ci-justin");
+        config.Daemon.ControlSocket.Should().Be("/run/kevin/justin");
+        config.Daemon.ProtocolEra.Should().Be(DaemonOptions.JustinEra);
+        config.Templates.Should().ContainSingle().Which.Id.Should().Be("vm");
     }
 
     [Fact]

@@ -32,7 +32,7 @@ public sealed class FalkDaemon : IAsyncDisposable
     public string Output => string.Join('\n', _output);
 
     /// <summary>The falkd program built next to the tests.</summary>
-    public static string Executable => Falk.Client.LocalFalkd.Executable;
+    public static string Executable => LocalFalkd.Executable;
 
     /// <summary>
     /// Writes a config whose [falk] section points at a socket in a new temporary folder and a fresh port range,
@@ -77,7 +77,7 @@ public sealed class FalkDaemon : IAsyncDisposable
     }
 
     public async Task StartProcessAsync(CancellationToken cancellationToken) =>
-        Process = await Falk.Client.LocalFalkd.StartAsync(ConfigPath, Client, _output.Enqueue, cancellationToken);
+        Process = await LocalFalkd.StartAsync(ConfigPath, Client, _output.Enqueue, cancellationToken);
 
     /// <summary>SIGTERM, as systemd stops it; returns the exit code.</summary>
     public async Task<int> StopAsync(CancellationToken cancellationToken)

@@ -109,11 +109,13 @@ public sealed class PodmanTestImage
 /// <summary><c>podman system service</c> on a socket of the tests' own, with the tests' containers.conf. Disposal stops it.</summary>
 public sealed class PodmanService : IAsyncDisposable
 {
+    private readonly IReadOnlyDictionary<string, string?> _environment;
     private RunningProcess? _process;
 
-    private PodmanService(string socketPath)
+    private PodmanService(string socketPath, IReadOnlyDictionary<string, string?> environment)
     {
         SocketPath = socketPath;
+        _environment = environment;
     }
 
     public string SocketPath { get; }
@@ -123,9 +125,16 @@ public sealed class PodmanService : IAsyncDisposable
 
     public bool IsRunning => _process is { HasExited: false };
 
-    public static async Task<PodmanService> StartAsync(string socketPath, CancellationToken cancellationToken)
+    /// <param name="path">The service's <c>PATH</c> (what podman and the tools it runs, such as netavark, find); null for the tests' own.</param>
+    public static async Task<PodmanService> StartAsync(string socketPath, CancellationToken cancellationToken, string? path = null)
     {
-        var service = new PodmanService(socketPath);
+        var environment = new Dictionary<string, string?>(PodmanCli.Environment);
+        if (path is not null)
+        {
+            environment["PATH"] = path;
+        }
+
+        var service = new PodmanService(socketPath, environment);
         await service.RestartAsync(cancellationToken);
         return service;
     }
@@ -137,7 +146,7 @@ public sealed class PodmanService : IAsyncDisposable
         File.Delete(SocketPath);
         var process = RunningProcess.Start(new ProcessSpec(["podman", "system", "service", "--time=0", Uri])
         {
-            Environment = PodmanCli.Environment,
+            Environment = _environment,
             OwnProcessGroup = true,
         });
         _process = process;

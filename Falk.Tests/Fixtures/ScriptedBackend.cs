@@ -35,7 +35,7 @@ public sealed class ScriptedBackend : IMachineBackend
     /// <summary>When set, every template's management machine edits this one image (as templates on one base_image do).</summary>
     public string? SharedImage { get; set; }
 
-    public string ManagementScope(TemplateDefinition definition) => SharedImage ?? definition.Name;
+    public string ManagementScope(TemplateDefinition definition) => SharedImage ?? definition.Id;
 
     public Task<ReattachedMachine?> ReattachAsync(MachineSpec spec, string? handle, MachineState? recordedState, CancellationToken cancellationToken)
     {

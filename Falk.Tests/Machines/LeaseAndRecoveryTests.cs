@@ -27,11 +27,13 @@ public sealed class LeaseAndRecoveryTests : IAsyncDisposable
         _state.Dispose();
     }
 
-    private ScriptedMachines Start(ShutdownPolicy onShutdown = ShutdownPolicy.Destroy)
+    private static TemplateDefinition Template(string id, string? name = null) =>
+        new() { Id = id, Name = name ?? id, Type = "scripted", SshUser = "u", SshHost = "127.0.0.1", BackendOptions = new object(), ManageSupported = true };
+
+    private ScriptedMachines Start(ShutdownPolicy onShutdown = ShutdownPolicy.Destroy, IReadOnlyList<TemplateDefinition>? templates = null)
     {
-        TemplateDefinition Template(string name) => new() { Id = name, Name = name, Type = "scripted", SshUser = "u", SshHost = "127.0.0.1", BackendOptions = new object(), ManageSupported = true };
         var config = new FalkConfig("/x/falk.conf", new DaemonOptions { OnShutdown = onShutdown, MaxMachines = 5, StateDirectory = _state.Path, VmPorts = new PortRange(100, 109) },
-            [Template("t"), Template("t2")], []);
+            templates ?? [Template("t"), Template("t2")], []);
         var daemon = new ScriptedMachines(config, _backend, _probe, _time);
         _daemons.Add(daemon);
         return daemon;
@@ -113,6 +115,45 @@ public sealed class LeaseAndRecoveryTests : IAsyncDisposable
             .Which.Message.Should().Contain("shares its image with template 't'").And.Contain(managed.Id);
         await daemon.Service.DeleteAsync(managed.Id, Admin, ct);
         (await CreateAsync(daemon, ct, template: "t2", caller: Admin)).Manage.Should().BeTrue();
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_pool_name_goes_on_to_a_section_whose_management_claim_is_free_and_its_record_names_the_section()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var daemon = Start(ShutdownPolicy.Keep, [Template("a", "pool"), Template("b", "pool")]);
+        var first = await CreateAsync(daemon, ct, template: "pool", caller: Admin);
+        var second = await CreateAsync(daemon, ct, template: "pool", caller: Admin);
+
+        daemon.Store.All().Select(r => (r.Id, r.Template)).Should().BeEquivalentTo([(first.Id, "a"), (second.Id, "b")],
+            "the first section's claim is taken, so the name picks the other one; records name the section");
+        (await FluentActions.Awaiting(() => CreateAsync(daemon, ct, template: "pool", caller: Admin)).Should().ThrowAsync<ManagementConflictException>())
+            .Which.Message.Should().Contain("template 'b'").And.Contain(second.Id);
+        await daemon.StopAsync();
+        _backend.Alive[first.Id] = _backend.Alive[second.Id] = false;
+
+        var restarted = Start(templates: [Template("a", "pool"), Template("b", "pool")]);
+        await restarted.Recovery.StartAsync(ct);
+        restarted.Service.List(Admin).Should().HaveCount(2);
+        // Both sections' claims are back with their machines.
+        await FluentActions.Awaiting(() => CreateAsync(restarted, ct, template: "pool", caller: Admin)).Should().ThrowAsync<ManagementConflictException>();
+        await restarted.Service.DeleteAsync(second.Id, Admin, ct);
+        (await CreateAsync(restarted, ct, template: "pool", caller: Admin)).Manage.Should().BeTrue();
+        restarted.Store.All().Should().Contain(r => r.Template == "b" && r.Id != second.Id);
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_pool_whose_sections_share_an_image_has_one_management_machine()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        _backend.SharedImage = "base.qcow2";
+        var daemon = Start(templates: [Template("a", "pool"), Template("b", "pool")]);
+        var managed = await CreateAsync(daemon, ct, template: "pool", caller: Admin);
+
+        (await FluentActions.Awaiting(() => CreateAsync(daemon, ct, template: "pool", caller: Admin)).Should().ThrowAsync<ManagementConflictException>())
+            .Which.Message.Should().Contain("template 'a' already has a management machine").And.Contain(managed.Id,
+                "section b shares a's image, so the pool ends at a's own refusal");
+        (await CreateAsync(daemon, ct, template: "pool")).Manage.Should().BeFalse("machines that do not manage still have room");
     }
 
     [Fact(Timeout = 10_000)]

@@ -20,10 +20,10 @@ internal static partial class PodmanLog
     [LoggerMessage(5004, LogLevel.Information, "Machine {MachineId}: container {ContainerId} removed")]
     public static partial void Removed(ILogger logger, string machineId, string containerId);
 
-    [LoggerMessage(5005, LogLevel.Information, "Machine {MachineId}: pinned the {KeyType} host key {Fingerprint} read from image {ImageId}")]
+    [LoggerMessage(5005, LogLevel.Information, "Machine {MachineId}: {KeyType} host key {Fingerprint} from image {ImageId}, verified at boot")]
     public static partial void HostKeyFromImage(ILogger logger, string machineId, string fingerprint, string keyType, string imageId);
 
-    [LoggerMessage(5006, LogLevel.Warning, "Machine {MachineId}: image {ImageId} has no /etc/ssh/ssh_host_*_key.pub and the template pins no key: the host key will not be verified")]
+    [LoggerMessage(5006, LogLevel.Warning, "Machine {MachineId}: image {ImageId} has no /etc/ssh/ssh_host_*_key.pub and the config names no host key: the key will be observed, not verified")]
     public static partial void NoHostKeyInImage(ILogger logger, string machineId, string imageId);
 
     [LoggerMessage(5007, LogLevel.Warning, "The podman API at {Socket} is unreachable ({Operation}): {Reason}")]

@@ -224,7 +224,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
             {
                 [PodmanLabels.Instance] = naming.Instance,
                 [PodmanLabels.Machine] = _spec.MachineId,
-                [PodmanLabels.Template] = _spec.Template.Name,
+                [PodmanLabels.Template] = _spec.Template.Id,
                 [PodmanLabels.ImageKind] = PodmanLabels.SnapshotKind,
                 [PodmanLabels.Snapshot] = name,
             }, cancellationToken).ConfigureAwait(false);

@@ -83,11 +83,7 @@ internal sealed class QemuMachine(
         {
             OwnProcessGroup = true,
             OnOutputLine = line => QemuLog.Output(logger, spec.MachineId, line),
-            Environment = new Dictionary<string, string?>
-            {
-                [QemuBackend.MachineIdVariable] = spec.MachineId,
-                [QemuBackend.InstanceVariable] = spec.InstanceId,
-            },
+            Environment = ProcessMarks.Environment(spec.MachineId, spec.InstanceId),
         };
         var process = new LaunchedQemu(runner.Start(processSpec));
         _process = process;
@@ -297,7 +293,8 @@ internal sealed class QemuMachine(
     {
         if (_process is { HasExited: false })
         {
-            throw new MachineStateConflictException(spec.MachineId, MachineState.Running, "commit", $"QEMU of machine {spec.MachineId} still runs: it must be off to commit its disk");
+            // The service stops a machine before it commits it; a QEMU still running here is this backend's failure.
+            throw new BackendOperationException($"QEMU of machine {spec.MachineId} still runs: it must be off to commit its disk");
         }
 
         var version = await versions.CommitAsync(overlay, spec.MachineId, cancellationToken).ConfigureAwait(false);

@@ -7,7 +7,7 @@ namespace Falk.Tests.Backends.Custom;
 public sealed class CustomBackendTests
 {
     [Fact(Timeout = 60_000)]
-    public async Task Commands_get_the_port_substituted_and_FALK_MANAGE_and_FALK_SSH_PORT_in_their_environment()
+    public async Task Commands_get_the_port_substituted_and_FALK_MANAGE_and_FALK_SSH_PORT_and_their_justin_names_in_their_environment()
     {
         var ct = TestContext.Current.CancellationToken;
         using var work = new TempDirectory();
@@ -15,7 +15,7 @@ public sealed class CustomBackendTests
         var daemon = await FalkDaemon.StartAsync($"""
             [env]
             type = custom
-            prepare = /bin/sh -c 'echo "prepare $FALK_SSH_PORT manage=[$FALK_MANAGE] arg=$0" >> {record}' {"{SSHPORT}"}
+            prepare = /bin/sh -c 'echo "prepare $FALK_SSH_PORT manage=[$FALK_MANAGE] arg=$0 justin=$JUSTIN_SSH_PORT/$JUSTIN_MANAGE" >> {record}' {"{SSHPORT}"}
             launch = /bin/sh -c 'echo "launch $FALK_SSH_PORT manage=[$FALK_MANAGE] arg=$0" >> {record}; exec sleep 1000' {"{SSHPORT}"}
             cleanup = /bin/sh -c 'echo "cleanup $FALK_SSH_PORT manage=[$FALK_MANAGE]" >> {record}'
             ssh_user = nobody
@@ -38,10 +38,10 @@ public sealed class CustomBackendTests
             await daemon.Client.DeleteMachineAsync(managed["id"]!.GetValue<string>(), ct);
 
             File.ReadAllLines(record).Should().Equal(
-                $"prepare {port} manage=[] arg={port}",
+                $"prepare {port} manage=[] arg={port} justin={port}/",
                 $"launch {port} manage=[] arg={port}",
                 $"cleanup {port} manage=[]",
-                $"prepare {managedPort} manage=[true] arg={managedPort}",
+                $"prepare {managedPort} manage=[true] arg={managedPort} justin={managedPort}/true",
                 $"cleanup {managedPort} manage=[true]");
         }
     }

@@ -56,4 +56,33 @@ public sealed class PodmanEngineTests
         await podman.Client.DeleteMachineAsync(again["id"]!.GetValue<string>(), ct);
         (await PodmanCli.ContainersAsync(podman.InstanceLabel, ct)).Should().BeEmpty();
     }
+
+    [Fact(Timeout = 120_000)]
+    public async Task A_host_tool_missing_for_podman_is_named_in_the_problem_and_the_machine_leaves_nothing_behind()
+    {
+        // netavark sets up the published SSH port with iptables, found on PATH (/usr/sbin): a service that cannot
+        // find it fails every start, as on a fresh machine where iptables was never installed.
+        var ct = TestContext.Current.CancellationToken;
+        var image = await PodmanTestImage.GetAsync(ct);
+        using var directory = new TempDirectory();
+        await using var service = await PodmanService.StartAsync(directory.File("podman.sock"), ct, path: "/usr/bin:/bin");
+        await using var podman = await PodmanDaemon.StartAsync(service, image, "", 10, "destroy", ct);
+        var id = (await podman.Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>();
+
+        using (var boot = await podman.Client.PostAsync($"v1/machines/{id}/boot?wait=ssh&timeout=60", null, ct))
+        {
+            var problem = await boot.ShouldBeProblemAsync(HttpStatusCode.BadGateway, "backend-failed", ct);
+            problem["detail"]!.GetValue<string>().Should().Contain("netavark: No such file or directory");
+        }
+
+        using (var machine = await podman.Client.GetAsync($"v1/machines/{id}", ct))
+        {
+            var body = await machine.JsonAsync(ct);
+            body["state"]!.GetValue<string>().Should().Be("failed");
+            body["last_error"]!.GetValue<string>().Should().Contain("netavark");
+        }
+
+        await podman.Client.DeleteMachineAsync(id, ct);
+        (await PodmanCli.ContainersAsync(podman.InstanceLabel, ct)).Should().BeEmpty();
+    }
 }

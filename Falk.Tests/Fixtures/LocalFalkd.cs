@@ -2,9 +2,9 @@ using System.Net.Sockets;
 using Falk.Core.Processes;
 using Falk.Core.Waiting;
 
-namespace Falk.Client;
+namespace Falk.Tests.Fixtures;
 
-/// <summary>Starts a falkd of this build on a config and waits until it answers (tests and benchmarks).</summary>
+/// <summary>Starts a falkd of this build on a config and waits until it answers. Compiled into the tests and, linked, into the benchmarks: the falk command ships none of the daemon.</summary>
 public static class LocalFalkd
 {
     /// <summary>The falkd program copied next to the calling program by its project reference.</summary>
