@@ -11,11 +11,12 @@ public sealed class FalkDaemon : IAsyncDisposable
 {
     private readonly ConcurrentQueue<string> _output = new();
 
-    private FalkDaemon(TempDirectory directory, string configPath, string socketPath)
+    private FalkDaemon(TempDirectory directory, string configPath, string socketPath, (int First, int Last) ports)
     {
         Directory = directory;
         ConfigPath = configPath;
         SocketPath = socketPath;
+        Ports = ports;
         Client = UnixHttp.CreateClient(socketPath);
     }
 
@@ -26,6 +27,12 @@ public sealed class FalkDaemon : IAsyncDisposable
     public string SocketPath { get; }
 
     public HttpClient Client { get; }
+
+    /// <summary>The daemon's <c>vm_ports</c>, both ends included.</summary>
+    public (int First, int Last) Ports { get; }
+
+    /// <summary>The daemon's instance id (a hash of its <c>state_dir</c>): the <c>FALK_INSTANCE</c> and <c>org.falk.instance</c> mark of what it makes.</summary>
+    public string Instance => new Falk.Core.Config.DaemonOptions { StateDirectory = Directory.File("state") }.InstanceId;
 
     public RunningProcess? Process { get; private set; }
 
@@ -59,7 +66,7 @@ public sealed class FalkDaemon : IAsyncDisposable
             {templates}
             """, cancellationToken);
 
-        var daemon = new FalkDaemon(directory, config, socket);
+        var daemon = new FalkDaemon(directory, config, socket, (first, last));
         await daemon.StartProcessAsync(cancellationToken);
         return daemon;
     }
