@@ -12,5 +12,6 @@ dotnet test Falk.slnx -c Release "$@" 2>&1 | tee "$log" || status=$?
 # One plain closing line for readers that do not know Microsoft.Testing.Platform's summary.
 passed=$(sed -n 's/^ *succeeded: *\([0-9]*\).*/\1/p' "$log" | tail -1)
 failed=$(sed -n 's/^ *failed: *\([0-9]*\).*/\1/p' "$log" | tail -1)
-echo "Tests: ${passed:-0} passed, ${failed:-0} failed"
+skipped=$(sed -n 's/^ *skipped: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+echo "Tests: ${passed:-0} passed, ${failed:-0} failed, ${skipped:-0} skipped"
 exit "$status"
