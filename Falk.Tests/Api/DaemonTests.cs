@@ -182,28 +182,4 @@ public sealed class DaemonTests
             await process.StopAsync(TimeSpan.FromSeconds(10), ct);
         }
     }
-
-    [Fact(Timeout = 60_000)]
-    public async Task A_peer_that_is_not_an_allowed_user_gets_403_and_sees_nothing()
-    {
-        var ct = TestContext.Current.CancellationToken;
-        Assert.SkipUnless(Environment.UserName == "root", "needs root to connect as another uid");
-        var daemon = await FalkDaemon.StartAsync(Template, ct, "allowed_users = root");
-        await using (daemon)
-        {
-            File.SetUnixFileMode(daemon.SocketPath, (UnixFileMode)Convert.ToInt32("777", 8));
-            File.SetUnixFileMode(daemon.Directory.Path, (UnixFileMode)Convert.ToInt32("755", 8));
-            var runner = new Falk.Core.Processes.ProcessRunner();
-
-            // curl as uid 65534 (nobody): the daemon reads the peer's uid from the socket (SO_PEERCRED).
-            var answer = await runner.RunAsync(new(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                "curl", "-s", "-w", "\n%{http_code}", "--unix-socket", daemon.SocketPath, "http://falk/v1/machines"]), TimeSpan.FromSeconds(30), ct);
-
-            var lines = answer.StdoutTail.Trim().Split('\n');
-            lines[^1].Should().Be("403");
-            lines[0].Should().Contain("urn:falk:problem:access-denied").And.Contain("uid 65534");
-            using var asRoot = await daemon.Client.GetAsync("v1/machines", ct);
-            asRoot.StatusCode.Should().Be(HttpStatusCode.OK);
-        }
-    }
 }
