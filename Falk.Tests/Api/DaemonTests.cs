@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Net.Sockets;
 using Falk.Tests.Fixtures;
 
@@ -36,19 +37,41 @@ public sealed class DaemonTests
     }
 
     [Fact(Timeout = 60_000)]
-    public async Task SIGTERM_destroys_the_machines_the_daemon_started()
+    public async Task On_the_defaults_the_socket_is_660_leases_are_3600_up_to_86400_and_SIGTERM_keeps_the_machines_for_the_next_start()
     {
         var ct = TestContext.Current.CancellationToken;
         var marker = $"/bin/sleep {Random.Shared.Next(100_000, 999_999)}";
-        var daemon = await FalkDaemon.StartAsync(Template.Replace("/bin/sleep 1000", marker, StringComparison.Ordinal), ct);
+        var daemon = await FalkDaemon.StartAsync(Template.Replace("/bin/sleep 1000", marker, StringComparison.Ordinal), ct, defaults: true);
         await using (daemon)
         {
-            var id = (await daemon.Client.CreateAsync("local", ct))["id"]!.GetValue<string>();
+            File.GetUnixFileMode(daemon.SocketPath).Should().Be((UnixFileMode)Convert.ToInt32("660", 8));
+            using (var response = await daemon.Client.GetAsync("v1/info", ct))
+            {
+                (await response.JsonAsync(ct))["name"]!.GetValue<string>().Should().Be("falk");
+            }
+
+            var created = await daemon.Client.CreateAsync("local", ct);
+            var id = created["id"]!.GetValue<string>();
+            created["lease_expires_at"]!.GetValue<DateTimeOffset>().Should().BeCloseTo(DateTimeOffset.UtcNow.AddSeconds(3600), TimeSpan.FromSeconds(10));
+            using (var longest = await daemon.Client.PutAsJsonAsync($"v1/machines/{id}/lease", new { seconds = 86_400 }, ct))
+            {
+                longest.StatusCode.Should().Be(HttpStatusCode.OK);
+            }
+
+            using (var tooLong = await daemon.Client.PutAsJsonAsync($"v1/machines/{id}/lease", new { seconds = 86_401 }, ct))
+            {
+                await tooLong.ShouldBeProblemAsync(HttpStatusCode.BadRequest, "invalid-request", ct);
+            }
+
             await daemon.Client.BootAsync(id, ct, "");
-            ProcessTable.WithArgument(marker).Should().ContainSingle();
+            var pid = ProcessTable.WithArgument(marker).Should().ContainSingle().Subject;
 
-            await daemon.StopAsync(ct);
+            (await daemon.SignalDaemonOnlyAsync(kill: false, ct)).Should().Be(0);
+            ProcessTable.WithArgument(marker).Should().Equal([pid], "on_shutdown defaults to keep");
 
+            await daemon.StartProcessAsync(ct);
+            (await daemon.Client.StateAsync(id, ct)).Should().Be("running", "the next start takes the machine back");
+            await daemon.Client.DeleteMachineAsync(id, ct);
             ProcessTable.WithArgument(marker).Should().BeEmpty();
         }
     }
@@ -112,6 +135,7 @@ public sealed class DaemonTests
         File.WriteAllText(dir.File("falk.conf"), $"""
             [falk]
             control_socket = {socket}
+            state_dir = {dir.File("state")}
             {Template}
             [old-vm]
             type = lxd
@@ -150,6 +174,7 @@ public sealed class DaemonTests
         File.WriteAllText(dir.File("falk.conf"), $"""
             [falk]
             control_socket = {socket}
+            state_dir = {dir.File("state")}
             {Template}
             """);
 
@@ -169,6 +194,7 @@ public sealed class DaemonTests
         File.WriteAllText(dir.File("falk.conf"), $"""
             [falk]
             control_socket = {socket}
+            state_dir = {dir.File("state")}
             {Template}
             """);
         var process = Falk.Core.Processes.RunningProcess.Start(new([FalkDaemon.Executable, "-c", dir.File("falk.conf")]));
