@@ -16,13 +16,15 @@ public sealed class DaemonTests
         """;
 
     [Fact(Timeout = 60_000)]
-    public async Task The_socket_has_the_configured_mode_before_anyone_can_connect_and_is_removed_on_SIGTERM()
+    public async Task The_socket_has_the_configured_mode_and_group_once_it_answers_and_is_removed_on_SIGTERM()
     {
         var ct = TestContext.Current.CancellationToken;
-        var daemon = await FalkDaemon.StartAsync(Template, ct, "control_socket_group = root");
+        var daemon = await FalkDaemon.StartAsync(Template, ct, "control_socket_group = daemon");
         await using (daemon)
         {
             File.GetUnixFileMode(daemon.SocketPath).Should().Be((UnixFileMode)Convert.ToInt32("770", 8));
+            var group = await new Falk.Core.Processes.ProcessRunner().RunAsync(new(["stat", "-c", "%g", daemon.SocketPath]), TimeSpan.FromSeconds(10), ct);
+            group.StdoutTail.Trim().Should().Be(Falk.Core.Unix.UnixAccounts.ResolveGroup("daemon")!.Value.ToString(System.Globalization.CultureInfo.InvariantCulture), "control_socket_group = daemon");
             using (var response = await daemon.Client.GetAsync("v1/info", ct))
             {
                 var info = await response.JsonAsync(ct);
