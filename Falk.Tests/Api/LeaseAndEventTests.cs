@@ -169,6 +169,36 @@ public sealed class LeaseAndEventTests
         }
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task A_launch_that_dies_is_told_as_a_failed_event_and_its_exit_is_the_last_error()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var daemon = await FalkDaemon.StartAsync("""
+            [dying]
+            type = custom
+            launch = /bin/sh -c 'echo going >&2; exit 3'
+            ssh_user = nobody
+            """, ct);
+        await using (daemon)
+        {
+            var id = (await daemon.Client.CreateAsync("dying", ct))["id"]!.GetValue<string>();
+            using (await daemon.Client.PostAsync($"v1/machines/{id}/boot", null, ct))
+            {
+                // Whether the boot answer comes before or after the death, the event stream tells it.
+            }
+
+            var events = await ReadEventsAsync(daemon.Client, 0, 4, ct, quiet: TimeSpan.FromSeconds(5));
+
+            var failed = events.Should().ContainSingle(e => e.Type == "failed").Subject;
+            failed.Data["machine_id"]!.GetValue<string>().Should().Be(id);
+            failed.Data["state"]!.GetValue<string>().Should().Be("failed");
+            using var response = await daemon.Client.GetAsync($"v1/machines/{id}", ct);
+            var machine = await response.JsonAsync(ct);
+            machine["state"]!.GetValue<string>().Should().Be("failed");
+            machine["last_error"]!.GetValue<string>().Should().Contain("exited with code 3").And.Contain("going");
+        }
+    }
+
     private sealed record Sse(long Id, string Type, JsonNode Data);
 
     /// <summary>Reads server-sent events until <paramref name="expected"/> or the stream goes quiet for <paramref name="quiet"/> (two seconds).</summary>
