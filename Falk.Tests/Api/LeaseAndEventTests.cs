@@ -199,6 +199,28 @@ public sealed class LeaseAndEventTests
         }
     }
 
+    [Fact(Timeout = 180_000)]
+    public async Task A_reconnect_from_long_ago_gets_exactly_the_last_1024_events_in_order()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var daemon = await FalkDaemon.StartAsync(Templates.Replace("max_machines = 3", string.Empty, StringComparison.Ordinal), ct);
+        await using (daemon)
+        {
+            // 530 create + delete: 1060 events, more than the window holds.
+            for (var i = 0; i < 530; i++)
+            {
+                var id = (await daemon.Client.CreateAsync("sleeper", ct))["id"]!.GetValue<string>();
+                await daemon.Client.DeleteMachineAsync(id, ct);
+            }
+
+            var replayed = await ReadEventsAsync(daemon.Client, 0, 2_000, ct);
+
+            replayed.Should().HaveCount(1024);
+            replayed.Select(e => e.Id).Should().Equal(Enumerable.Range(1060 - 1024 + 1, 1024).Select(i => (long)i), "the newest 1024, none skipped");
+            replayed[^1].Type.Should().Be("destroyed");
+        }
+    }
+
     private sealed record Sse(long Id, string Type, JsonNode Data);
 
     /// <summary>Reads server-sent events until <paramref name="expected"/> or the stream goes quiet for <paramref name="quiet"/> (two seconds).</summary>
