@@ -138,6 +138,39 @@ public sealed class CustomBackendTests
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task A_cleanup_that_hangs_is_killed_after_command_timeout_and_the_delete_says_so()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var marker = Random.Shared.Next(100_000, 999_999);
+        var daemon = await FalkDaemon.StartAsync($"""
+            [slowcleanup]
+            type = custom
+            launch = /bin/sleep 1000
+            cleanup = /bin/sleep {marker}
+            command_timeout = 1
+            ssh_user = nobody
+            """, ct);
+        await using (daemon)
+        {
+            var id = (await daemon.Client.CreateAsync("slowcleanup", ct))["id"]!.GetValue<string>();
+            await daemon.Client.BootAsync(id, ct, "");
+
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            using var deleted = await daemon.Client.DeleteAsync($"v1/machines/{id}", ct);
+
+            var problem = await deleted.ShouldBeProblemAsync(HttpStatusCode.BadGateway, "backend-failed", ct);
+            problem["detail"]!.GetValue<string>().Should().Contain($"`/bin/sleep {marker}` did not finish within 1 s and was killed");
+            started.Elapsed.Should().BeGreaterThanOrEqualTo(TimeSpan.FromSeconds(1), "the cleanup ran until its timeout");
+            ProcessTable.WithArgument($"sleep {marker}").Should().BeEmpty("the cleanup was killed");
+            ProcessTable.WithArgument("sleep 1000").Where(p => Falk.Core.Unix.ProcessTree.EnvironmentValue(p, "FALK_MACHINE_ID") == id).Should().BeEmpty("the launch was stopped before the cleanup");
+            using var kept = await daemon.Client.GetAsync($"v1/machines/{id}", ct);
+            var machine = await kept.JsonAsync(ct);
+            machine["state"]!.GetValue<string>().Should().Be("failed", "the machine stays, failed, for a retried delete");
+            machine["last_error"]!.GetValue<string>().Should().Contain("did not finish within 1 s");
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task A_prepare_that_hangs_is_killed_after_command_timeout()
     {
         var ct = TestContext.Current.CancellationToken;
