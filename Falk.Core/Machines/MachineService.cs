@@ -830,7 +830,7 @@ public sealed class MachineService : IAsyncDisposable
         }
     }
 
-    private static SshEndpoint Endpoint(Machine machine) => new(machine.Template.SshHost, machine.SshPort, machine.Template.SshUser);
+    private static SshEndpoint Endpoint(Machine machine) => new(machine.SshTarget.Host, machine.SshTarget.Port, machine.Template.SshUser);
 
     private static void ThrowIfExited(Machine machine, Task<MachineExit> exited)
     {
