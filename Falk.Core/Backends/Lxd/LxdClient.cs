@@ -94,13 +94,23 @@ public sealed class LxdClient : IDisposable
         return await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>The instance's console log (a container's <c>/dev/console</c> output) as LXD keeps it.</summary>
+    /// <summary>
+    /// What the instance wrote to its console since the last read: LXD 5.0 hands a running container's console buffer
+    /// out once (and answers 500 "open : no such file" when nothing is new); a stopped one's last part stays readable.
+    /// </summary>
     public async Task<byte[]> ConsoleLogAsync(string name, CancellationToken cancellationToken)
     {
         using var response = await SendAsync(HttpMethod.Get, $"/1.0/instances/{name}/console", null, $"read the console of {name}", cancellationToken).ConfigureAwait(false);
         if (!response.IsSuccessStatusCode)
         {
-            await ThrowAsync(response, $"read the console of {name}", cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await ThrowAsync(response, $"read the console of {name}", cancellationToken).ConfigureAwait(false);
+            }
+            catch (LxdApiException e) when (e.DaemonMessage.Contains("no such file", StringComparison.Ordinal))
+            {
+                return [];
+            }
         }
 
         return await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);

@@ -29,6 +29,11 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
     private volatile string? _dynamicHost;
     private volatile bool _unreachableLogged;
 
+    // The console, kept in the machine's console log file (LXD hands each part out once): a stopped instance's last
+    // part is appended once per run.
+    private readonly SemaphoreSlim _consoleGate = new(1, 1);
+    private bool _tailTaken;
+
     public LxdMachine(MachineSpec spec, string fingerprint, bool fromCommittedVersion, IReadOnlyList<HostKey> discoveredHostKeys,
         string? dynamicHost, LxdClient client, LxdImageStore store, ILogger logger)
     {
@@ -67,6 +72,7 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
 
     public async Task LaunchAsync(CancellationToken cancellationToken)
     {
+        _tailTaken = false;
         await Api("start", () => _client.ChangeStateAsync(Name, "start", force: false, timeout: null, cancellationToken)).ConfigureAwait(false);
         LxdLog.Started(_logger, Name);
         Exited = WatchAsync();
@@ -146,49 +152,66 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
 
     public string OutputTail()
     {
-        var exited = Exited;
-        return exited is { IsCompletedSuccessfully: true } ? exited.Result.OutputTail : string.Empty;
+        try
+        {
+            return File.Exists(_spec.ConsoleLogPath) ? string.Join('\n', File.ReadLines(_spec.ConsoleLogPath).TakeLast(20)) : string.Empty;
+        }
+        catch (IOException)
+        {
+            return string.Empty;
+        }
     }
 
-    /// <summary>The instance's console log; following, new output every half second until the machine stops.</summary>
+    /// <summary>The console as collected in the machine's console log file; following, until the machine stops.</summary>
     public async Task CopyConsoleAsync(Stream destination, bool follow, CancellationToken cancellationToken)
     {
         var exited = Exited;
-        follow = follow && exited is not null && !exited.IsCompleted;
-        await destination.FlushAsync(cancellationToken).ConfigureAwait(false);
-        var sent = 0;
-        async Task<bool> CopyNewAsync(CancellationToken ct)
-        {
-            var log = await Api("read the console of", () => _client.ConsoleLogAsync(Name, ct)).ConfigureAwait(false);
-            if (log.Length > sent)
-            {
-                await destination.WriteAsync(log.AsMemory(sent), ct).ConfigureAwait(false);
-                await destination.FlushAsync(ct).ConfigureAwait(false);
-                sent = log.Length;
-            }
-
-            return exited is null || exited.IsCompleted;
-        }
-
-        if (!follow)
-        {
-            await CopyNewAsync(cancellationToken).ConfigureAwait(false);
-            return;
-        }
-
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _watch.Token);
         try
         {
-            await Wait.UntilAsync(async ct => await CopyNewAsync(ct).ConfigureAwait(false) ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>("running"),
-                WatchInterval, TimeSpan.MaxValue, "the machine's end", stop.Token, exited).ConfigureAwait(false);
+            await PullConsoleAsync(stopped: exited is null || exited.IsCompleted, cancellationToken).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        catch (Exception e) when (e is BackendUnavailableException or LxdApiException)
         {
-            // Cleanup ended the watch.
+            // What was collected before is still served.
         }
-        catch (BackendUnavailableException) when (!cancellationToken.IsCancellationRequested)
+
+        await ConsoleLog.CopyAsync(_spec.ConsoleLogPath, destination, follow, exited, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Appends what the instance wrote to its console since the last read to the console log file.</summary>
+    private async Task PullConsoleAsync(bool stopped, CancellationToken cancellationToken)
+    {
+        await _consoleGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            // The daemon went away mid-stream; what was sent stays sent.
+            if (stopped && _tailTaken)
+            {
+                return;
+            }
+
+            var part = await _client.ConsoleLogAsync(Name, cancellationToken).ConfigureAwait(false);
+            var file = new FileStream(_spec.ConsoleLogPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+            await using (file.ConfigureAwait(false))
+            {
+                var skip = 0;
+                if (stopped && part.Length > 0)
+                {
+                    // A stopped instance's log may repeat what was already handed out while it ran.
+                    var tail = new byte[Math.Min(file.Length, part.Length)];
+                    file.Seek(-tail.Length, SeekOrigin.End);
+                    await file.ReadExactlyAsync(tail, cancellationToken).ConfigureAwait(false);
+                    skip = Overlap(tail, part);
+                }
+
+                file.Seek(0, SeekOrigin.End);
+                await file.WriteAsync(part.AsMemory(skip), cancellationToken).ConfigureAwait(false);
+            }
+
+            _tailTaken |= stopped;
+        }
+        finally
+        {
+            _consoleGate.Release();
         }
     }
 
@@ -238,7 +261,7 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
         var token = _watch.Token;
         try
         {
-            var description = await Wait.UntilAsync(async ct =>
+            var (code, description) = await Wait.UntilAsync(async ct =>
             {
                 LxdInstance? instance;
                 try
@@ -253,35 +276,53 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
                         LxdLog.WatchInterrupted(_logger, Name, _client.Flavor.Product);
                     }
 
-                    return ProbeOutcome.NotYet<string>("the API is unreachable");
+                    return ProbeOutcome.NotYet<(int?, string)>("the API is unreachable");
                 }
 
                 _unreachableLogged = false;
-                return instance is null ? ProbeOutcome.Done($"instance {Name} was deleted outside Falk")
-                    : instance.Running || _restoring ? ProbeOutcome.NotYet<string>(instance.Status)
-                    : ProbeOutcome.Done($"instance {Name} is {instance.Status.ToLowerInvariant()}");
+                if (instance is { Running: true })
+                {
+                    await PullConsoleQuietlyAsync(stopped: false, ct).ConfigureAwait(false);
+                }
+
+                // LXD tells no exit code of a container's init: a clean stop counts as 0, anything else as unknown.
+                return instance is null ? ProbeOutcome.Done<(int?, string)>((null, $"instance {Name} was deleted outside Falk"))
+                    : instance.Running || _restoring ? ProbeOutcome.NotYet<(int?, string)>(instance.Status)
+                    : ProbeOutcome.Done<(int?, string)>((instance.Status == "Stopped" ? 0 : null, $"instance {Name} is {instance.Status.ToLowerInvariant()}"));
             }, WatchInterval, TimeSpan.MaxValue, $"the end of machine {Name}", token).ConfigureAwait(false);
-            var tail = await TailQuietlyAsync(token).ConfigureAwait(false);
+            await PullConsoleQuietlyAsync(stopped: true, token).ConfigureAwait(false);
             LxdLog.Ended(_logger, Name, description);
-            return new MachineExit(null, description, tail);
+            return new MachineExit(code, description, OutputTail());
         }
         catch (OperationCanceledException)
         {
-            return new MachineExit(null, $"instance {Name} was removed by Falk", string.Empty);
+            return new MachineExit(null, $"instance {Name} was removed by Falk", OutputTail());
         }
     }
 
-    /// <summary>The last lines of the console log, for the machine's error; empty when they cannot be read.</summary>
-    private async Task<string> TailQuietlyAsync(CancellationToken token)
+    /// <summary>The length of the longest end of <paramref name="have"/> that <paramref name="part"/> starts with.</summary>
+    private static int Overlap(ReadOnlySpan<byte> have, ReadOnlySpan<byte> part)
+    {
+        for (var length = Math.Min(have.Length, part.Length); length > 0; length--)
+        {
+            if (have[^length..].SequenceEqual(part[..length]))
+            {
+                return length;
+            }
+        }
+
+        return 0;
+    }
+
+    private async Task PullConsoleQuietlyAsync(bool stopped, CancellationToken token)
     {
         try
         {
-            var log = System.Text.Encoding.UTF8.GetString(await _client.ConsoleLogAsync(Name, token).ConfigureAwait(false));
-            return string.Join('\n', log.TrimEnd().Split('\n').TakeLast(20));
+            await PullConsoleAsync(stopped, token).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is BackendUnavailableException or LxdApiException or OperationCanceledException)
+        catch (Exception e) when (e is BackendUnavailableException or LxdApiException or IOException)
         {
-            return string.Empty;
+            // The next look collects it.
         }
     }
 

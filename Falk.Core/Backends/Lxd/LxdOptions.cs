@@ -72,7 +72,7 @@ public sealed partial record LxdTemplateOptions(
     [GeneratedRegex(@"^(?:\d+|\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*)$")]
     private static partial Regex CpusPattern();
 
-    [GeneratedRegex(@"^[a-z][a-z0-9_.-]*$")]
+    [GeneratedRegex(@"^[a-z][A-Za-z0-9_.-]*$")]
     private static partial Regex ConfigKeyPattern();
 
     [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
