@@ -105,7 +105,9 @@ public sealed class LxdLifecycleTests(LxdHost lxd)
         await SshAsync(machine, "echo after > ~/after", ct);
         using (var list = await falk.Client.GetAsync($"v1/machines/{id}/snapshots", ct))
         {
-            var snapshots = (await list.JsonAsync(ct)).AsArray();
+            var body = await list.JsonAsync(ct);
+            list.StatusCode.Should().Be(HttpStatusCode.OK, body.ToJsonString());
+            var snapshots = body.AsArray();
             snapshots.Select(s => s!["name"]!.GetValue<string>()).Should().Equal("clean");
             snapshots[0]!["created_at"]!.GetValue<DateTimeOffset>().Should().BeCloseTo(DateTimeOffset.UtcNow, TimeSpan.FromMinutes(2));
         }
