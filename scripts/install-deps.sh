@@ -9,6 +9,7 @@ packages=(
   mmdebstrap                              # the podman test image's root filesystem
   qemu-system-x86 qemu-utils              # qemu backend
   busybox-static e2fsprogs cpio zstd xz-utils  # the qemu test guest
+  lxd lxd-client                          # lxd backend (the daemon, and lxc to set the host up and import the test image)
 )
 
 missing=()
