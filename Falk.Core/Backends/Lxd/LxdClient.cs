@@ -357,6 +357,9 @@ public sealed record LxdInstance(string Name, string Status, string Type, Dictio
 {
     public bool Running => Status is "Running" or "Frozen";
 
+    /// <summary>Stopped (or broken): not a passing state such as Freezing, Starting or Stopping.</summary>
+    public bool Ended => Status is "Stopped" or "Error";
+
     public string? ConfigValue(string key) => Config?.GetValueOrDefault(key);
 }
 

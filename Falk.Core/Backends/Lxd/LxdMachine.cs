@@ -24,7 +24,7 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
     private readonly bool _fromCommittedVersion;
     private readonly CancellationTokenSource _watch = new();
 
-    // A restore stops and starts a running instance; the watch does not count that as the machine's end.
+    // A restore stops and starts a running instance, a snapshot freezes it; the watch does not count that as the machine's end.
     private volatile bool _restoring;
     private volatile string? _dynamicHost;
     private volatile bool _unreachableLogged;
@@ -217,7 +217,17 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
 
     public async Task<SnapshotInfo> CreateSnapshotAsync(string name, CancellationToken cancellationToken)
     {
-        await Api("snapshot", () => _client.CreateSnapshotAsync(Name, name, stateful: false, cancellationToken)).ConfigureAwait(false);
+        _restoring = true;
+        try
+        {
+            // LXD freezes a running container while it copies it.
+            await Api("snapshot", () => _client.CreateSnapshotAsync(Name, name, stateful: false, cancellationToken)).ConfigureAwait(false);
+        }
+        finally
+        {
+            _restoring = false;
+        }
+
         LxdLog.SnapshotMade(_logger, Name, name, stateful: false);
         var made = (await ListSnapshotsAsync(cancellationToken).ConfigureAwait(false)).FirstOrDefault(s => s.Name == name);
         return made ?? new SnapshotInfo(name, DateTimeOffset.UtcNow, null, IncludesMemory: false);
@@ -287,7 +297,7 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
 
                 // LXD tells no exit code of a container's init: a clean stop counts as 0, anything else as unknown.
                 return instance is null ? ProbeOutcome.Done<(int?, string)>((null, $"instance {Name} was deleted outside Falk"))
-                    : instance.Running || _restoring ? ProbeOutcome.NotYet<(int?, string)>(instance.Status)
+                    : !instance.Ended || _restoring ? ProbeOutcome.NotYet<(int?, string)>(instance.Status)
                     : ProbeOutcome.Done<(int?, string)>((instance.Status == "Stopped" ? 0 : null, $"instance {Name} is {instance.Status.ToLowerInvariant()}"));
             }, WatchInterval, TimeSpan.MaxValue, $"the end of machine {Name}", token).ConfigureAwait(false);
             await PullConsoleQuietlyAsync(stopped: true, token).ConfigureAwait(false);
