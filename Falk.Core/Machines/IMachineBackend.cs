@@ -30,6 +30,9 @@ public sealed record SnapshotInfo(string Name, DateTimeOffset CreatedAt, long? S
 /// <summary>What a commit published: the template's new image version.</summary>
 public sealed record CommitResult(string Version);
 
+/// <summary>Where a machine's SSH server answers.</summary>
+public sealed record SshTarget(string Host, int Port);
+
 /// <summary>How a launched machine ended.</summary>
 public sealed record MachineExit(int? ExitCode, string Description, string OutputTail);
 
@@ -72,6 +75,12 @@ public interface IMachineInstance
 {
     /// <summary>Host keys the backend learned itself (e.g. read from an image); empty to use the template's.</summary>
     IReadOnlyList<HostKey> DiscoveredHostKeys => [];
+
+    /// <summary>
+    /// Where SSH answers when the backend learns it only at launch (an LXD instance's own address with
+    /// <c>ssh_host = __dynamic__</c>); null for the template's <c>ssh_host</c> and the machine's port.
+    /// </summary>
+    SshTarget? SshTarget => null;
 
     /// <summary>
     /// The backend's record of what it made (pid and start time, container id, overlay path …), JSON. The service

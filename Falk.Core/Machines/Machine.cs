@@ -50,6 +50,9 @@ public sealed class Machine
 
     internal IMachineInstance Instance { get; }
 
+    /// <summary>Where SSH answers: what the backend learned at launch, else the template's host and the machine's port.</summary>
+    internal SshTarget SshTarget => Instance.SshTarget ?? new SshTarget(Template.SshHost, SshPort);
+
     internal string WorkDirectory { get; }
 
     /// <summary>What the machine holds of the daemon's capacity, given back when it is destroyed.</summary>
@@ -126,7 +129,8 @@ public sealed class Machine
             var knownKey = ObservedHostKey is not null && (PinnedHostKeys.Count == 0 || PinnedHostKeys.Contains(ObservedHostKey))
                 ? ObservedHostKey
                 : PinnedHostKeys.Count > 0 ? PinnedHostKeys[0] : null;
-            var ssh = new SshAccess(Template.SshUser, Template.SshHost, SshPort, knownKey,
+            var target = SshTarget;
+            var ssh = new SshAccess(Template.SshUser, target.Host, target.Port, knownKey,
                 Verified: PinnedHostKeys.Count > 0,
                 Source: PinnedHostKeys.Count > 0 ? HostKeySource : knownKey is null ? HostKeySources.None : HostKeySources.Observed);
             return new MachineView(Id, Template.Name, State, Manage, OwnerUid, CreatedAt, StateChangedAt, LeaseExpiresAt, Labels, ssh, LastError);

@@ -196,7 +196,7 @@ public sealed class MachineService(
     private async Task WaitForSshAsync(Machine machine, Task<MachineExit> exited, TimeSpan timeout, CancellationToken boot, CancellationToken cancellationToken)
     {
         using var wait = CancellationTokenSource.CreateLinkedTokenSource(boot, cancellationToken);
-        var endpoint = new Ssh.SshEndpoint(machine.Template.SshHost, machine.SshPort, machine.Template.SshUser);
+        var endpoint = new Ssh.SshEndpoint(machine.SshTarget.Host, machine.SshTarget.Port, machine.Template.SshUser);
         var key = await ssh.WaitAsync(endpoint, machine.PinnedHostKeys, timeout, exited, () => ThrowIfExited(machine, exited), wait.Token).ConfigureAwait(false);
         lock (machine.Sync)
         {

@@ -141,14 +141,15 @@ public sealed class DaemonTests
             {Template}
             [old-vm]
             type = lxd
+            base_image = debian-12
+            command = lxc launch {"{BASE_IMAGE}"} {"{CONTAINERNAME}"}
             ssh_user = chantal
             """);
 
         var (code, stdout, stderr) = await FalkDaemon.RunToEndAsync(["--config", dir.File("falk.conf"), "--check-config"], ct);
 
         code.Should().Be(0);
-        stdout.Should().Contain("OK").And.Contain("local (custom)");
-        stderr.Should().Contain("[old-vm] type: 'lxd' machines are not supported by this build; template skipped");
+        stdout.Should().Contain("OK").And.Contain("local (custom)").And.Contain("old-vm (lxd)");
         File.Exists(socket).Should().BeFalse();
     }
 
