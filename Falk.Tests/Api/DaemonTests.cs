@@ -203,11 +203,21 @@ public sealed class DaemonTests
         var process = Falk.Core.Processes.RunningProcess.Start(new([FalkDaemon.Executable, "-c", dir.File("falk.conf")]));
         await using (process)
         {
-            await Falk.Core.Waiting.Wait.UntilAsync(
-                _ => Task.FromResult(File.Exists(socket) ? Falk.Core.Waiting.ProbeOutcome.Done(true) : Falk.Core.Waiting.ProbeOutcome.NotYet<bool>("no socket yet")),
-                TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(20), "socket", ct);
-            using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            await probe.ConnectAsync(new UnixDomainSocketEndPoint(socket), ct);
+            // The file appears at bind, a moment before listen: wait until a connection is accepted.
+            await Falk.Core.Waiting.Wait.UntilAsync(async probeCt =>
+            {
+                using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                try
+                {
+                    await probe.ConnectAsync(new UnixDomainSocketEndPoint(socket), probeCt);
+                    return Falk.Core.Waiting.ProbeOutcome.Done(true);
+                }
+                catch (SocketException e)
+                {
+                    return Falk.Core.Waiting.ProbeOutcome.NotYet<bool>(e.Message);
+                }
+            }, TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(20), "the daemon accepting on its socket", ct);
+            Directory.Exists(Path.GetDirectoryName(socket)).Should().BeTrue();
             await process.StopAsync(TimeSpan.FromSeconds(10), ct);
         }
     }
