@@ -29,7 +29,8 @@ public sealed class PromisedAnswersTests
             template["ssh_user"]!.GetValue<string>().Should().Be("chantal");
             template["ssh_host"]!.GetValue<string>().Should().Be("127.0.0.1");
             template["manage_supported"]!.GetValue<bool>().Should().BeTrue();
-            template["host_key_pinned"]!.GetValue<bool>().Should().BeFalse();
+            template["host_key_source"]!.GetValue<string>().Should().Be("observed");
+            template["host_key_verified"]!.GetValue<bool>().Should().BeFalse();
 
             using var unknown = await daemon.Client.GetAsync("v1/templates/debian-bookworm", ct);
             unknown.StatusCode.Should().Be(HttpStatusCode.NotFound);
