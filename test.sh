@@ -18,10 +18,13 @@ mypy_failed=0
 # One plain closing line for readers that do not know Microsoft.Testing.Platform's summary.
 passed=$(sed -n 's/^ *succeeded: *\([0-9]*\).*/\1/p' "$log" | tail -1)
 failed=$(sed -n 's/^ *failed: *\([0-9]*\).*/\1/p' "$log" | tail -1)
-py_summary=$(grep -E '^=* *[0-9]+ (passed|failed|error)' "$pylog" | tail -1)
+skipped=$(sed -n 's/^ *skipped: *\([0-9]*\).*/\1/p' "$log" | tail -1)
+py_summary=$(grep -E '^=* *[0-9]+ (passed|failed|skipped|error)' "$pylog" | tail -1)
 py_passed=$(grep -oE '[0-9]+ passed' <<<"$py_summary" | cut -d' ' -f1)
 py_failed=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$py_summary" | awk '{ n += $1 } END { print n + 0 }')
+py_skipped=$(grep -oE '[0-9]+ skipped' <<<"$py_summary" | cut -d' ' -f1)
 passed=$(( ${passed:-0} + ${py_passed:-0} ))
 failed=$(( ${failed:-0} + ${py_failed:-0} + mypy_failed ))
-echo "Tests: ${passed:-0} passed, ${failed:-0} failed"
+skipped=$(( ${skipped:-0} + ${py_skipped:-0} ))
+echo "Tests: ${passed} passed, ${failed} failed, ${skipped} skipped"
 exit "$status"

@@ -42,7 +42,7 @@ foreach (var warning in config.Warnings)
 
 if (options.CheckConfigOnly)
 {
-    Console.WriteLine($"{config.Path}: OK: daemon '{config.Daemon.Name}' on {config.Daemon.ControlSocket}, ports {config.Daemon.VmPorts}, {config.Templates.Count} templates: {string.Join(", ", config.Templates.Select(t => $"{t.Name} ({t.Type})"))}");
+    Console.WriteLine($"{config.Path}: OK: daemon '{config.Daemon.Name}' on {config.Daemon.ControlSocket}, ports {config.Daemon.VmPorts}, {config.Templates.Count} templates: {string.Join(", ", config.Templates.Select(t => $"[{t.Id}] {t.Name} ({t.Type})"))}");
     return 0;
 }
 

@@ -106,10 +106,11 @@ public static class PodmanBenchmark
         }
     }
 
-    private static async Task<double> ThroughFalkAsync(HttpClient client, CancellationToken cancellationToken)
+    /// <summary>create → boot?wait=ssh → delete of one machine of <paramref name="template"/>; its phases go to <see cref="Phases"/> under <paramref name="path"/>.</summary>
+    internal static async Task<double> ThroughFalkAsync(HttpClient client, CancellationToken cancellationToken, string template = "sshd", string path = "falk")
     {
         var watch = Stopwatch.StartNew();
-        using var created = await client.PostAsJsonAsync("v1/machines", new { template = "sshd" }, cancellationToken);
+        using var created = await client.PostAsJsonAsync("v1/machines", new { template }, cancellationToken);
         created.EnsureSuccessStatusCode();
         var id = JsonNode.Parse(await created.Content.ReadAsStringAsync(cancellationToken))!["id"]!.GetValue<string>();
         var create = watch.Elapsed.TotalMilliseconds;
@@ -118,7 +119,7 @@ public static class PodmanBenchmark
         var boot = watch.Elapsed.TotalMilliseconds;
         using var deleted = await client.DeleteAsync($"v1/machines/{id}", cancellationToken);
         deleted.EnsureSuccessStatusCode();
-        Phases.Add(("falk", create, boot - create, watch.Elapsed.TotalMilliseconds - boot));
+        Phases.Add((path, create, boot - create, watch.Elapsed.TotalMilliseconds - boot));
         return watch.Elapsed.TotalMilliseconds;
     }
 
@@ -155,7 +156,7 @@ public static class PodmanBenchmark
     private static async Task<string> PodmanVersionAsync(DockerClient docker, CancellationToken cancellationToken) =>
         (await docker.System.GetVersionAsync(cancellationToken)).Version;
 
-    private static async Task WaitForSocketAsync(string path, CancellationToken cancellationToken) =>
+    internal static async Task WaitForSocketAsync(string path, CancellationToken cancellationToken) =>
         await Wait.UntilAsync(async ct =>
         {
             using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -170,7 +171,7 @@ public static class PodmanBenchmark
             }
         }, TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(30), "podman system service answering", cancellationToken);
 
-    private static string RepositoryRoot()
+    internal static string RepositoryRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {

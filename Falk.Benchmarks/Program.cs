@@ -8,6 +8,8 @@ var benchmarks = new Dictionary<string, Func<string[], CancellationToken, Task<i
     ["soak"] = SoakBenchmark.RunAsync,
     ["podman"] = PodmanBenchmark.RunAsync,
     ["qemu"] = QemuBenchmark.RunAsync,
+    ["protocol"] = ProtocolBenchmark.RunAsync,
+    ["lxd"] = LxdBenchmark.RunAsync,
 };
 
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var run))

@@ -90,6 +90,7 @@ public sealed class ManageSession(FalkApi api, Output output, SignalGate signals
                             "booting" => "starting",
                             "ready" => "SSH answers with the pinned host key",
                             "running" => "running",
+                            "paused" => "paused from outside falk (a QEMU monitor's stop): waiting for it to run again",
                             var other => other,
                         });
                     }

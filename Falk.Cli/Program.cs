@@ -72,6 +72,11 @@ events.SetAction((parse, ct) => RunAsync(parse, async (api, output) =>
     return ExitCodes.Ok;
 }));
 
+var loginArgument = new Argument<string?>("name") { Description = "the name to log in as (default: your user name)", Arity = ArgumentArity.ZeroOrOne };
+var shell = new Command("shell", "speak falkd's original control protocol on stdin/stdout, logged in: the forced command of Kevin's ssh key") { loginArgument };
+shell.SetAction((parse, ct) => ControlShell.RunAsync(
+    parse.GetValue(socketOption) ?? Environment.GetEnvironmentVariable("FALK_SOCKET") ?? DefaultSocket, parse.GetValue(loginArgument), ct));
+
 var volatileOption = new Option<bool>("--volatile") { Description = "a throwaway copy: nothing is committed" };
 var commitOption = new Option<bool>("--commit") { Description = "commit the changes without asking" };
 var discardOption = new Option<bool>("--discard") { Description = "discard the changes without asking" };
@@ -116,7 +121,7 @@ Command ManageCommand(string name, string description, bool alwaysVolatile)
 
 root.Subcommands.Add(ManageCommand("manage", "boot a template in management mode, open a shell (or run a command), then commit or discard", alwaysVolatile: false));
 root.Subcommands.Add(ManageCommand("run", "the same on a throwaway copy of a template: deleted afterwards, nothing committed", alwaysVolatile: true));
-foreach (var command in new[] { templates, ls, show, ssh, logs, rm, events })
+foreach (var command in new[] { templates, ls, show, ssh, logs, rm, events, shell })
 {
     root.Subcommands.Add(command);
 }
@@ -137,7 +142,7 @@ return await parsed.InvokeAsync(new InvocationConfiguration { ProcessTermination
 
 async Task<int> RunAsync(ParseResult parse, Func<FalkApi, Output, Task<int>> action)
 {
-    var socket = parse.GetValue(socketOption) ?? Environment.GetEnvironmentVariable("FALK_SOCKET") ?? "/run/falk/falk.sock";
+    var socket = parse.GetValue(socketOption) ?? Environment.GetEnvironmentVariable("FALK_SOCKET") ?? DefaultSocket;
     var output = new Output(parse.GetValue(jsonOption));
     using var api = new FalkApi(socket);
     try
@@ -154,4 +159,9 @@ async Task<int> RunAsync(ParseResult parse, Func<FalkApi, Output, Task<int>> act
         Output.Error(e.Message);
         return ExitCodes.DaemonUnreachable;
     }
+}
+
+internal static partial class Program
+{
+    private const string DefaultSocket = "/run/falk/falk.sock";
 }

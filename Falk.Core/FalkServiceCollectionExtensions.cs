@@ -18,11 +18,7 @@ public static class FalkServiceCollectionExtensions
         services.AddSingleton<ISshProbe, SshNetProbe>();
         services.AddSingleton<SshReadiness>();
         services.AddSingleton(new PortAllocator(config.Daemon.VmPorts));
-        services.AddSingleton<MachineEvents>();
-        services.AddSingleton<State.MachineStore>();
-        services.AddHostedService<MachineRecovery>();
-        services.AddSingleton<MachineService>();
-        services.AddHostedService<LeaseReaper>();
+        services.AddFalkMachines();
         foreach (var module in BackendModules.All)
         {
             module.AddServices(services, config);

@@ -59,6 +59,8 @@ programs=(
     slirp4netns fuse-overlayfs newuidmap newgidmap
     # qemu backend
     qemu-system-x86_64 qemu-img
+    # lxd backend: the daemon the fixtures start, and lxc for the one-time host set-up and the test image
+    lxd lxc
     # test image builds: podman image (mmdebstrap) and QEMU guest (kernel package, busybox, ext4 image)
     mmdebstrap mkfs.ext4 debugfs cpio zstd xz dpkg-deb flock /bin/busybox /usr/lib/openssh/sftp-server
     # tests and demo: process table, privilege drop for access tests, README's curl session

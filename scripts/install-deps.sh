@@ -13,6 +13,7 @@ packages=(
   qemu-system-x86 qemu-utils              # qemu backend
   busybox-static e2fsprogs cpio zstd xz-utils  # the qemu test guest
   python3 python3-aiohttp python3-pytest python3-pytest-asyncio mypy  # clients/python: falk_client, its tests and type check
+  lxd lxd-client                          # lxd backend (the daemon, and lxc to set the host up and import the test image)
 )
 
 missing=()

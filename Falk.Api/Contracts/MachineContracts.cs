@@ -18,6 +18,11 @@ public sealed record RenewLeaseBody(int? Seconds);
 public sealed record StopMachineBody(int? TimeoutSeconds);
 
 /// <summary>A machine.</summary>
+/// <param name="State">
+/// prepared, booting, running, paused, stopping, stopped or failed. <c>paused</c> is a launched machine whose guest was
+/// paused outside Falk (a QEMU monitor's <c>stop</c>); it is <c>running</c> again once resumed, and stop, delete and
+/// snapshots work on it as on a running one.
+/// </param>
 public sealed record MachineResponse(
     string Id,
     string Template,

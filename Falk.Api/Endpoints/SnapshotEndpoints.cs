@@ -30,6 +30,11 @@ public static class SnapshotEndpoints
             .WithSummary("Bring the machine back to a snapshot, keeping its id and SSH port")
             .ProducesProblem(StatusCodes.Status502BadGateway);
 
+        group.MapDelete("/{snapshot}", DeleteSnapshot)
+            .WithName("DeleteSnapshot")
+            .WithSummary("Remove a snapshot; the machine itself does not change")
+            .ProducesProblem(StatusCodes.Status502BadGateway);
+
         return group;
     }
 
@@ -57,5 +62,12 @@ public static class SnapshotEndpoints
     {
         var machine = await machines.RestoreSnapshotAsync(id, http.Caller(), snapshot, cancellationToken);
         return TypedResults.Ok(MachineResponse.From(machine));
+    }
+
+    internal static async Task<NoContent> DeleteSnapshot(
+        string id, string snapshot, HttpContext http, MachineService machines, CancellationToken cancellationToken)
+    {
+        await machines.DeleteSnapshotAsync(id, http.Caller(), snapshot, cancellationToken);
+        return TypedResults.NoContent();
     }
 }

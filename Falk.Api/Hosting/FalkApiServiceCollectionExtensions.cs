@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Falk.Api.Contracts;
 using Falk.Api.Errors;
+using Falk.Api.Protocol;
 using Falk.Core.Config;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.OpenApi;
@@ -16,6 +17,7 @@ internal static class FalkApiServiceCollectionExtensions
     public static IServiceCollection AddFalkApi(this IServiceCollection services, AccessPolicy accessPolicy)
     {
         services.AddSingleton(accessPolicy);
+        services.AddSingleton<RunIds>();
         services.ConfigureHttpJsonOptions(options => ConfigureJson(options.SerializerOptions));
         services.Configure<Microsoft.AspNetCore.Mvc.JsonOptions>(options => ConfigureJson(options.JsonSerializerOptions));
         services.Configure<RouteHandlerOptions>(options => options.ThrowOnBadRequest = true);
@@ -31,6 +33,7 @@ internal static class FalkApiServiceCollectionExtensions
                 Description = "Throwaway VMs and containers for CI jobs, reached over SSH. Errors are RFC 9457 problem details.",
             });
             options.SupportNonNullableReferenceTypes();
+            options.SchemaFilter<MachineStateSchemaFilter>();
             options.MapType<DateTimeOffset>(() => new OpenApiSchema
             {
                 Type = JsonSchemaType.String,
@@ -56,7 +59,7 @@ internal static class FalkApiServiceCollectionExtensions
         options.Converters.Add(new UtcTimestampConverter());
     }
 
-    /// <summary>Kestrel on the control socket only, HTTP/1.1, bounded bodies; the socket gets its mode and group before listen().</summary>
+    /// <summary>Kestrel on the control socket only, HTTP/1.1 and the original control protocol (told apart by their first bytes), bounded bodies; the socket gets its mode and group before listen().</summary>
     public static IWebHostBuilder UseControlSocket(this IWebHostBuilder webHost, DaemonOptions daemon)
     {
         int? groupId = daemon.ControlSocketGroup is { } group ? Falk.Core.Unix.UnixAccounts.ResolveGroup(group) : null;
@@ -68,10 +71,12 @@ internal static class FalkApiServiceCollectionExtensions
         {
             options.Limits.MaxRequestBodySize = MaxRequestBodyBytes;
             options.ListenUnixSocket(daemon.ControlSocket, listen =>
-        {
-            listen.UsePeerIdentity();
-            listen.Protocols = HttpProtocols.Http1;
-        });
+            {
+                // Who the peer is, read once at accept, for HTTP and the control protocol alike.
+                listen.UsePeerIdentity();
+                listen.Protocols = HttpProtocols.Http1;
+                listen.UseControlProtocol();
+            });
         });
         return webHost;
     }

@@ -1,4 +1,5 @@
 using Falk.Core.Backends.Custom;
+using Falk.Core.Backends.Lxd;
 using Falk.Core.Backends.Podman;
 using Falk.Core.Backends.Qemu;
 using Falk.Core.Config;
@@ -13,6 +14,7 @@ public static class BackendModules
         new CustomBackendModule(),
         new PodmanBackendModule(),
         new QemuBackendModule(),
+        new LxdBackendModule(LxdFlavor.Lxd), new LxdBackendModule(LxdFlavor.Incus),
     ];
 
     public static IReadOnlyList<BackendDescriptor> Descriptors { get; } = All.Select(m => m.Descriptor).ToList();

@@ -41,11 +41,15 @@ public static partial class ConfigLoader
         var warnings = new List<string>();
 
         // An empty or absent [falk] section means all defaults (the INI reader cannot tell the two apart).
-        var daemonSection = root.GetSection(DaemonSection);
-        var daemon = ReadDaemon(new SectionReader(fullPath, daemonSection, errors), backends, warnings);
+        // A justin-era file (falk's later name) has [justin] instead.
+        var daemonName = !root.GetSection(DaemonSection).GetChildren().Any() && root.GetSection(DaemonOptions.JustinEra).GetChildren().Any()
+            ? DaemonOptions.JustinEra
+            : DaemonSection;
+        var daemonSection = root.GetSection(daemonName);
+        var daemon = ReadDaemon(new SectionReader(fullPath, daemonSection, errors), backends, warnings) with { ProtocolEra = daemonName };
 
         var templates = new List<TemplateDefinition>();
-        foreach (var section in root.GetChildren().Where(s => !string.Equals(s.Key, DaemonSection, StringComparison.OrdinalIgnoreCase)))
+        foreach (var section in root.GetChildren().Where(s => !string.Equals(s.Key, daemonName, StringComparison.OrdinalIgnoreCase)))
         {
             if (section.Value is not null && !section.GetChildren().Any())
             {
@@ -58,11 +62,6 @@ public static partial class ConfigLoader
             {
                 templates.Add(template);
             }
-        }
-
-        foreach (var duplicate in templates.GroupBy(t => t.Name, StringComparer.Ordinal).Where(g => g.Count() > 1))
-        {
-            errors.Add($"{fullPath}: [{string.Join("], [", duplicate.Select(t => t.Id))}] name: '{duplicate.Key}' is used by more than one template");
         }
 
         if (errors.Count > 0)

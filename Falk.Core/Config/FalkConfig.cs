@@ -14,6 +14,15 @@ public sealed record DaemonOptions
 {
     public const string DefaultConfigPath = "/etc/falk/falk.conf";
 
+    /// <summary>The era of a config whose daemon section is <c>[justin]</c> (falk's later name).</summary>
+    public const string JustinEra = "justin";
+
+    /// <summary>
+    /// The name the daemon section had (<c>falk</c>, or <c>justin</c> after the rename): the control protocol answers
+    /// Status with that era's class name.
+    /// </summary>
+    public string ProtocolEra { get; init; } = "falk";
+
     public string Name { get; init; } = "falk";
 
     public string ControlSocket { get; init; } = "/run/falk/falk.sock";

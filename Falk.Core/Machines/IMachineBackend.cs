@@ -30,6 +30,9 @@ public sealed record SnapshotInfo(string Name, DateTimeOffset CreatedAt, long? S
 /// <summary>What a commit published: the template's new image version.</summary>
 public sealed record CommitResult(string Version);
 
+/// <summary>Where a machine's SSH server answers.</summary>
+public sealed record SshTarget(string Host, int Port);
+
 /// <summary>How a launched machine ended.</summary>
 public sealed record MachineExit(int? ExitCode, string Description, string OutputTail);
 
@@ -55,6 +58,13 @@ public interface IMachineBackend
 
     /// <summary>Removes what this daemon instance made for machines it has no record of (containers, processes, overlays).</summary>
     Task RemoveOrphansAsync(IReadOnlySet<string> knownMachineIds, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// What a management machine of <paramref name="definition"/> edits. Templates with the same scope share the rule of
+    /// one management machine at a time (two templates on one base image edit the same image). By default the template's
+    /// section (sections of a pool share a name, not a scope).
+    /// </summary>
+    string ManagementScope(TemplateDefinition definition) => definition.Id;
 }
 
 /// <summary>A machine taken back after a restart.</summary>
@@ -65,6 +75,12 @@ public interface IMachineInstance
 {
     /// <summary>Host keys the backend learned itself (e.g. read from an image); empty to use the template's.</summary>
     IReadOnlyList<HostKey> DiscoveredHostKeys => [];
+
+    /// <summary>
+    /// Where SSH answers when the backend learns it only at launch (an LXD instance's own address with
+    /// <c>ssh_host = __dynamic__</c>); null for the template's <c>ssh_host</c> and the machine's port.
+    /// </summary>
+    SshTarget? SshTarget => null;
 
     /// <summary>
     /// The backend's record of what it made (pid and start time, container id, overlay path …), JSON. The service
@@ -107,6 +123,19 @@ public interface ISnapshotSupport
 
     /// <summary>Brings the machine back to <paramref name="name"/>, keeping its id and SSH port.</summary>
     Task RestoreSnapshotAsync(string name, CancellationToken cancellationToken);
+
+    /// <summary>Removes the snapshot <paramref name="name"/> and what it holds; the machine itself is not changed.</summary>
+    Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken);
+}
+
+/// <summary>A machine whose guest can be paused from outside Falk (a QEMU monitor's <c>stop</c>) and resumed again.</summary>
+public interface IPauseReporting
+{
+    /// <summary>Whether the launched guest is paused from outside now.</summary>
+    bool IsPaused { get; }
+
+    /// <summary>Raised with true when the guest is paused from outside, false when it runs again.</summary>
+    event EventHandler<bool>? PausedChanged;
 }
 
 /// <summary>A management machine whose disk can become the template's new image.</summary>

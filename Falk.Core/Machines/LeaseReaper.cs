@@ -3,7 +3,7 @@ using Microsoft.Extensions.Hosting;
 namespace Falk.Core.Machines;
 
 /// <summary>Destroys machines whose lease ran out, once a second, so none outlives its lease by more than a few seconds.</summary>
-public sealed class LeaseReaper(MachineService machines, TimeProvider time) : BackgroundService
+public sealed class LeaseReaper(MachineLeases leases, TimeProvider time) : BackgroundService
 {
     public static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
 
@@ -12,7 +12,7 @@ public sealed class LeaseReaper(MachineService machines, TimeProvider time) : Ba
         using var timer = new PeriodicTimer(Interval, time);
         while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
         {
-            await machines.DestroyExpiredAsync(stoppingToken).ConfigureAwait(false);
+            await leases.DestroyExpiredAsync(stoppingToken).ConfigureAwait(false);
         }
     }
 }

@@ -1,26 +1,29 @@
 using Falk.Core.Config;
 using Falk.Core.Ssh;
+using Falk.Core.State;
 
 namespace Falk.Core.Machines;
 
 /// <summary>
-/// One machine the daemon owns. State changes happen under <see cref="Sync"/>; backend calls that must not
-/// overlap (launch, stop, kill, cleanup) hold <see cref="Operation"/>. <see cref="Lifetime"/> is cancelled
-/// when the machine is deleted, which ends every wait on it.
+/// One machine the daemon owns. Its state and last error are written only by <see cref="MachineTransitions"/>, under
+/// <see cref="Sync"/>; <see cref="Operation"/>, <see cref="Lifetime"/> and <see cref="Deletion"/> are the job slot, the
+/// delete's cancellation and the running delete, taken only through <see cref="MachineJobs"/> and
+/// <see cref="MachineDestruction"/>.
 /// </summary>
 public sealed class Machine
 {
-    internal Machine(string id, TemplateDefinition template, bool manage, int ownerUid, int sshPort,
+    internal Machine(string id, TemplateDefinition template, bool manage, int ownerUid, AdmissionReservation reservation,
         IReadOnlyDictionary<string, string> labels, IMachineInstance instance, string workDirectory, DateTimeOffset createdAt,
-        DateTimeOffset leaseExpiresAt)
+        DateTimeOffset leaseExpiresAt, string? idempotencyKey = null)
     {
+        IdempotencyKey = idempotencyKey;
         LeaseExpiresAt = leaseExpiresAt;
         WorkDirectory = workDirectory;
         Id = id;
         Template = template;
         Manage = manage;
         OwnerUid = ownerUid;
-        SshPort = sshPort;
+        Reservation = reservation;
         Labels = labels;
         Instance = instance;
         CreatedAt = createdAt;
@@ -39,7 +42,7 @@ public sealed class Machine
 
     public int OwnerUid { get; }
 
-    public int SshPort { get; }
+    public int SshPort => Reservation.Port;
 
     public IReadOnlyDictionary<string, string> Labels { get; }
 
@@ -47,7 +50,16 @@ public sealed class Machine
 
     internal IMachineInstance Instance { get; }
 
+    /// <summary>Where SSH answers: what the backend learned at launch, else the template's host and the machine's port.</summary>
+    internal SshTarget SshTarget => Instance.SshTarget ?? new SshTarget(Template.SshHost, SshPort);
+
     internal string WorkDirectory { get; }
+
+    /// <summary>What the machine holds of the daemon's capacity, given back when it is destroyed.</summary>
+    internal AdmissionReservation Reservation { get; }
+
+    /// <summary>The client's key for the create that made this machine, if it gave one.</summary>
+    internal string? IdempotencyKey { get; }
 
     /// <summary>The keys the SSH server must present: learned by the backend, else the template's.</summary>
     internal IReadOnlyList<HostKey> PinnedHostKeys { get; }
@@ -65,7 +77,7 @@ public sealed class Machine
 
     internal DateTimeOffset StateChangedAt { get; private set; }
 
-    internal string? LastError { get; set; }
+    internal string? LastError { get; private set; }
 
     internal DateTimeOffset LeaseExpiresAt { get; set; }
 
@@ -85,14 +97,28 @@ public sealed class Machine
 
     internal HostKey? ObservedHostKey { get; set; }
 
+    /// <summary>Set once the machine's record is deleted: nothing saves it again.</summary>
+    internal bool Removed { get; set; }
+
     internal CancellationTokenSource? BootCancellation { get; set; }
 
     internal TaskCompletionSource? Deletion { get; set; }
 
-    internal void SetState(MachineState state, DateTimeOffset now)
+    internal void SetState(MachineState state, string? lastError, DateTimeOffset now)
     {
         State = state;
+        LastError = lastError;
         StateChangedAt = now;
+    }
+
+    /// <summary>The whole record the store keeps of this machine, as it is now.</summary>
+    internal MachineRecord ToRecord()
+    {
+        lock (Sync)
+        {
+            return new MachineRecord(Id, Template.Type, Template.Id, Manage, OwnerUid, SshPort, Labels, CreatedAt, LeaseExpiresAt,
+                State.ToWire(), LastError, WorkDirectory, Instance.Handle, IdempotencyKey, ObservedHostKey?.PublicKeyLine);
+        }
     }
 
     /// <summary>A consistent copy of the machine for callers outside the lock.</summary>
@@ -103,7 +129,8 @@ public sealed class Machine
             var knownKey = ObservedHostKey is not null && (PinnedHostKeys.Count == 0 || PinnedHostKeys.Contains(ObservedHostKey))
                 ? ObservedHostKey
                 : PinnedHostKeys.Count > 0 ? PinnedHostKeys[0] : null;
-            var ssh = new SshAccess(Template.SshUser, Template.SshHost, SshPort, knownKey,
+            var target = SshTarget;
+            var ssh = new SshAccess(Template.SshUser, target.Host, target.Port, knownKey,
                 Verified: PinnedHostKeys.Count > 0,
                 Source: PinnedHostKeys.Count > 0 ? HostKeySource : knownKey is null ? HostKeySources.None : HostKeySources.Observed);
             return new MachineView(Id, Template.Name, State, Manage, OwnerUid, CreatedAt, StateChangedAt, LeaseExpiresAt, Labels, ssh, LastError);

@@ -9,6 +9,7 @@ public static class MachineEventTypes
     public const string Created = "created";
     public const string Booting = "booting";
     public const string Running = "running";
+    public const string Paused = "paused";
     public const string Ready = "ready";
     public const string Stopping = "stopping";
     public const string Stopped = "stopped";
@@ -19,6 +20,7 @@ public static class MachineEventTypes
     public const string Committed = "committed";
     public const string SnapshotTaken = "snapshot_taken";
     public const string SnapshotRestored = "snapshot_restored";
+    public const string SnapshotDeleted = "snapshot_deleted";
 }
 
 /// <summary>Something that happened to a machine. <see cref="Id"/> grows by one per event; clients resume from it.</summary>

@@ -59,6 +59,9 @@ internal static partial class MachineLog
     [LoggerMessage(2018, LogLevel.Error, "Machine {MachineId} of template {Template} ({Type}) cannot be recovered: the template or its backend is no longer configured; its record is kept")]
     public static partial void CannotRecover(ILogger logger, string machineId, string template, string type);
 
+    [LoggerMessage(2019, LogLevel.Information, "Machine {MachineId}: snapshot {Snapshot} deleted")]
+    public static partial void SnapshotDeleted(ILogger logger, string machineId, string snapshot);
+
     [LoggerMessage(2009, LogLevel.Information, "Shutting down: destroying {Count} machines")]
     public static partial void DestroyingAll(ILogger logger, int count);
 }

@@ -16,12 +16,13 @@ public sealed class RunningProcess : IAsyncDisposable
     private readonly HashSet<(int Pid, long? StartTime)> _seenDescendants = [];
     private readonly Lock _lock = new();
 
-    private RunningProcess(Process process, ProcessSpec spec)
+    private RunningProcess(Process process, ProcessSpec spec, long startedNotBefore)
     {
         _process = process;
         Spec = spec;
         Pid = process.Id;
         StartTime = ProcessTree.StartTime(Pid);
+        Session = spec.OwnProcessGroup ? new SessionMark(Pid, Pid, StartTime ?? startedNotBefore, ProcessTree.BootId) : null;
         _process.Exited += (_, _) => _exited.TrySetResult(SafeExitCode());
         if (_process.HasExited)
         {
@@ -39,6 +40,9 @@ public sealed class RunningProcess : IAsyncDisposable
 
     /// <summary>Start time in clock ticks since boot, to recognise this process after a pid is reused.</summary>
     public long? StartTime { get; }
+
+    /// <summary>The session and process group it leads, when started with <see cref="ProcessSpec.OwnProcessGroup"/>.</summary>
+    public SessionMark? Session { get; }
 
     /// <summary>Completes with the exit code (128+signal for a signal) when the process ends.</summary>
     public Task<int> Exited => _exited.Task;
@@ -91,6 +95,10 @@ public sealed class RunningProcess : IAsyncDisposable
         }
 
         var process = new Process { StartInfo = info, EnableRaisingEvents = true };
+
+        // A process may be gone (and reaped) before its start time can be read; its session is still marked, with a
+        // time no later than its start: then nothing holds its pid, and any later holder is not it.
+        var startedNotBefore = ProcessTree.TicksSinceBoot() - ProcessTree.ClockTicksPerSecond;
         try
         {
             process.Start();
@@ -103,7 +111,7 @@ public sealed class RunningProcess : IAsyncDisposable
 
         // Nothing is ever written to a machine's stdin; closing it keeps the daemon's stdin out of reach.
         process.StandardInput.Close();
-        return new RunningProcess(process, spec);
+        return new RunningProcess(process, spec, startedNotBefore);
     }
 
     /// <summary>Waits for the exit code; cancelling the wait does not stop the process.</summary>
@@ -157,15 +165,15 @@ public sealed class RunningProcess : IAsyncDisposable
                 _ = Native.kill(Pid, signal);
             }
 
-            if (Spec.OwnProcessGroup)
-            {
-                _ = Native.kill(-Pid, signal);
-            }
-
             if (!includeDescendants)
             {
+                Session?.SignalGroup(signal);
                 return;
             }
+
+            // The group as a whole while its leader provably holds its id; then every member found, one by one,
+            // also those left once the leader is gone.
+            Session?.KillAll();
 
             // Children that left the group (a new session per SSH login) are signalled one by one,
             // but only while they are still the very process seen before (same start time).

@@ -5,10 +5,16 @@ namespace Falk.Core.Ssh;
 /// <summary>Waits until a machine's SSH server completes a key exchange with a pinned host key.</summary>
 public sealed class SshReadiness(ISshProbe probe, TimeProvider timeProvider)
 {
-    /// <summary>Pause between attempts. Short, because QEMU's user network parks early connections.</summary>
+    /// <summary>
+    /// Pause between attempts. Short for every backend: an attempt on a local port costs next to nothing, and each
+    /// pause is time a job waits for a machine that may already answer.
+    /// </summary>
     public static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(100);
 
-    /// <summary>One attempt's limit: a parked connection must not eat the whole wait.</summary>
+    /// <summary>
+    /// One attempt's limit. A port forwarder (a VM's user network, a container's port handler) may accept a connection
+    /// before anything listens behind it and then hold it silent: such a connection must not eat the whole wait.
+    /// </summary>
     public static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(1.5);
 
     /// <summary>

@@ -26,7 +26,7 @@ public sealed record MachineRecord(
 
 /// <summary>
 /// The machines table in an embedded SQLite database under <c>state_dir</c> (WAL, synchronous=FULL): a row is
-/// written before anything is made for the machine and updated on every change, so a crash at any point leaves
+/// written before anything is made for the machine and rewritten whole on every change, so a crash at any point leaves
 /// a record of what may exist. Calls are short and serialized on one connection.
 /// </summary>
 public sealed class MachineStore : IDisposable
@@ -96,10 +96,20 @@ public sealed class MachineStore : IDisposable
         }
     }
 
-    public void Insert(MachineRecord record) => Execute(
+    /// <summary>
+    /// Writes the machine's whole record, inserting or replacing it: one save per change, as the record is the
+    /// unit a restarted daemon reads back.
+    /// </summary>
+    public void Save(MachineRecord record) => Execute(
         """
         INSERT INTO machines (id, type, template, manage, owner_uid, port, labels, created_at, lease_expires_at, state, last_error, work_directory, handle, idempotency_key, observed_host_key)
         VALUES ($id, $type, $template, $manage, $owner, $port, $labels, $created, $lease, $state, $error, $dir, $handle, $key, $hostkey)
+        ON CONFLICT(id) DO UPDATE SET
+            type = excluded.type, template = excluded.template, manage = excluded.manage, owner_uid = excluded.owner_uid,
+            port = excluded.port, labels = excluded.labels, created_at = excluded.created_at,
+            lease_expires_at = excluded.lease_expires_at, state = excluded.state, last_error = excluded.last_error,
+            work_directory = excluded.work_directory, handle = excluded.handle, idempotency_key = excluded.idempotency_key,
+            observed_host_key = excluded.observed_host_key
         """,
         ("$id", record.Id), ("$type", record.Type), ("$template", record.Template), ("$manage", record.Manage ? 1 : 0),
         ("$owner", record.OwnerUid), ("$port", record.Port), ("$labels", JsonSerializer.Serialize(record.Labels)),
@@ -107,18 +117,6 @@ public sealed class MachineStore : IDisposable
         ("$lease", record.LeaseExpiresAt.ToString("O", CultureInfo.InvariantCulture)),
         ("$state", record.State), ("$error", record.LastError), ("$dir", record.WorkDirectory), ("$handle", record.Handle),
         ("$key", record.IdempotencyKey), ("$hostkey", record.ObservedHostKey));
-
-    public void UpdateState(string id, string state, string? lastError) =>
-        Execute("UPDATE machines SET state = $state, last_error = $error WHERE id = $id", ("$id", id), ("$state", state), ("$error", lastError));
-
-    public void UpdateHandle(string id, string? handle) =>
-        Execute("UPDATE machines SET handle = $handle WHERE id = $id", ("$id", id), ("$handle", handle));
-
-    public void UpdateLease(string id, DateTimeOffset expiresAt) =>
-        Execute("UPDATE machines SET lease_expires_at = $lease WHERE id = $id", ("$id", id), ("$lease", expiresAt.ToString("O", CultureInfo.InvariantCulture)));
-
-    public void UpdateObservedHostKey(string id, string hostKey) =>
-        Execute("UPDATE machines SET observed_host_key = $key WHERE id = $id", ("$id", id), ("$key", hostKey));
 
     public void Delete(string id) => Execute("DELETE FROM machines WHERE id = $id", ("$id", id));
 

@@ -1,5 +1,6 @@
 using System.Net;
 using Falk.Core.Machines;
+using Falk.Core.Unix;
 using Falk.Tests.Fixtures;
 using Renci.SshNet;
 
@@ -34,6 +35,7 @@ public sealed class LifecycleTests(SshdDaemonFixture fixture) : IClassFixture<Ss
         ssh["known_hosts_line"]!.GetValue<string>().Should().Be($"[127.0.0.1]:{port} {fixture.Ssh.HostKey.PublicKeyLine}");
 
         // Log in as a CI job would: key auth, and only the host key the API gave.
+        List<int> sessionProcesses;
         var connection = new ConnectionInfo("127.0.0.1", port, fixture.Ssh.User, new PrivateKeyAuthenticationMethod(fixture.Ssh.User, new PrivateKeyFile(fixture.Ssh.ClientKeyPath)));
         using (var client = new SshClient(connection))
         {
@@ -42,15 +44,20 @@ public sealed class LifecycleTests(SshdDaemonFixture fixture) : IClassFixture<Ss
             using var command = client.RunCommand("echo hello-from-$(id -un)");
             command.ExitStatus.Should().Be(0);
             command.Result.Trim().Should().Be($"hello-from-{fixture.Ssh.User}");
-        }
 
-        ProcessTable.WithArgument(fixture.Ssh.ConfigPath).Should().NotBeEmpty();
-        await Client.DeleteMachineAsync(id, ct);
+            // While the session is open: the machine's sshd and the session processes it forked (sshd puts each in
+            // a session of its own, so only the descendants find them). Delete must end them all, session included.
+            // (sshd rewrites its command line and environment for its process titles; the listener keeps -p PORT.)
+            var listener = ProcessTable.WithArgument($"-p {port} ").Should().ContainSingle("the launch is one sshd listening").Subject;
+            sessionProcesses = [listener, .. ProcessTree.Descendants(listener)];
+            sessionProcesses.Should().HaveCountGreaterThan(1, "the open session has processes of its own");
+            await Client.DeleteMachineAsync(id, ct);
+        }
 
         using var gone = await Client.GetAsync($"v1/machines/{id}", ct);
         await gone.ShouldBeProblemAsync(HttpStatusCode.NotFound, "machine-not-found", ct);
         (await Client.ListAsync(ct)).Should().NotContain(m => m!["id"]!.GetValue<string>() == id);
-        ProcessTable.WithArgument($"-p {port} ").Should().BeEmpty("the sshd and its session processes must be gone");
+        sessionProcesses.Where(ProcessTree.IsAlive).Should().BeEmpty("the sshd and its session processes must be gone");
         PortAllocator.IsFreeOnHost(port).Should().BeTrue();
     }
 

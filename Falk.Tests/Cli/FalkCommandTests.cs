@@ -96,8 +96,7 @@ public sealed class FalkCommandTests(SshdDaemonFixture fixture) : IClassFixture<
 
                 (await falk.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromSeconds(30), ct)).Should().Be(130);
                 (await daemon.Client.ListAsync(ct)).Should().BeEmpty();
-                ProcessTable.WithArgument("/bin/sleep 1000").Where(p => Falk.Core.Unix.ProcessTree.EnvironmentValue(p, "FALK_INSTANCE") is not null
-                    && Falk.Core.Unix.ProcessTree.EnvironmentValue(p, "FALK_SSH_PORT") is not null).Should().BeEmpty();
+                Falk.Core.Unix.ProcessTree.WithEnvironment("FALK_INSTANCE", daemon.Instance).Should().BeEmpty("this daemon's launch is gone (other tests' sleeps do not count)");
             }
         }
     }

@@ -1,5 +1,6 @@
 using Falk.Core.Backends;
 using Falk.Core.Backends.Custom;
+using Falk.Core.Backends.Lxd;
 using Falk.Core.Backends.Podman;
 using Falk.Core.Config;
 using Falk.Tests.Fixtures;
@@ -62,6 +63,9 @@ public sealed class ConfigLoaderTests : IDisposable
 
             [lxd-ubuntu]
             type = lxd
+            base_image = ubuntu-22.04
+            command = lxc launch {"{BASE_IMAGE}"} {"{CONTAINERNAME}"}
+            ssh_host = __dynamic__
             ssh_user = chantal
 
             [local-sshd]
@@ -81,7 +85,7 @@ public sealed class ConfigLoaderTests : IDisposable
         config.Daemon.ControlSocketPermissions.Should().Be((UnixFileMode)Convert.ToInt32("770", 8));
         config.Daemon.ControlSocketGroup.Should().Be("root");
         config.Daemon.VmPorts.Should().Be(new PortRange(7888, 8000));
-        config.Templates.Select(t => t.Id).Should().Equal("arch-podman", "debian-sid", "local-sshd");
+        config.Templates.Select(t => t.Id).Should().Equal("arch-podman", "debian-sid", "local-sshd", "lxd-ubuntu");
         var local = config.Templates.Single(t => t.Id == "local-sshd");
         local.Should().Match<TemplateDefinition>(t => t.Name == "local" && t.Type == "custom" && t.SshUser == "chantal" && t.SshHost == "localhost");
         var custom = (CustomTemplateOptions)local.BackendOptions;
@@ -94,7 +98,13 @@ public sealed class ConfigLoaderTests : IDisposable
         var podman = (PodmanTemplateOptions)config.Templates.Single(t => t.Id == "arch-podman").BackendOptions;
         podman.BaseImage.Should().Be("localhost/arch-ssh:latest");
         podman.IgnoredCommand.Should().StartWith("podman run", "the original's command line is kept only to be logged as ignored");
-        config.Warnings.Should().Contain(w => w.Contains("[lxd-ubuntu] type: 'lxd'", StringComparison.Ordinal))
+        var lxd = config.Templates.Single(t => t.Id == "lxd-ubuntu");
+        lxd.SshHost.Should().Be("__dynamic__");
+        var lxdOptions = (LxdTemplateOptions)lxd.BackendOptions;
+        lxdOptions.BaseImage.Should().Be("ubuntu-22.04");
+        lxdOptions.Profiles.Should().Equal("default");
+        lxdOptions.IgnoredCommand.Should().StartWith("lxc launch");
+        config.Warnings.Should().NotContain(w => w.Contains("[lxd-ubuntu] type:", StringComparison.Ordinal))
             .And.NotContain(w => w.Contains("[arch-podman] type:", StringComparison.Ordinal))
             .And.NotContain(w => w.Contains("[debian-sid] type:", StringComparison.Ordinal));
     }
@@ -197,23 +207,46 @@ public sealed class ConfigLoaderTests : IDisposable
     }
 
     [Fact]
-    public void Two_templates_with_one_name_are_an_error()
+    public void Templates_may_share_a_name_as_a_pool_and_keep_their_section_ids()
     {
-        var errors = Errors("""
+        var config = Load(Write("""
             [falk]
-            [a]
-            name = same
+            [vm-a]
+            name = debian
             type = custom
             launch = /bin/true
             ssh_user = u
-            [b]
-            name = same
+            ssh_known_host_key = HOSTKEY
+            [vm-b]
+            name = debian
             type = custom
             launch = /bin/true
             ssh_user = u
-            """);
+            ssh_known_host_key = HOSTKEY
+            """.Replace("HOSTKEY", HostKeyLine, StringComparison.Ordinal)));
 
-        errors.Should().ContainSingle().Which.Should().Contain("[a], [b] name: 'same' is used by more than one template");
+        config.Templates.Select(t => (t.Id, t.Name)).Should().Equal(("vm-a", "debian"), ("vm-b", "debian"));
+        config.Warnings.Should().BeEmpty();
+    }
+
+    [Fact]
+    public void A_justin_era_file_is_read_with_its_justin_section_as_the_daemon_section()
+    {
+        var config = Load(Write("""
+            [justin]
+            name = ci-justin
+            control_socket = /run/kevin/justin
+            [vm]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            ssh_known_host_key = HOSTKEY
+            """.Replace("HOSTKEY", HostKeyLine, StringComparison.Ordinal)));
+
+        config.Daemon.Name.Should().Be("ci-justin");
+        config.Daemon.ControlSocket.Should().Be("/run/kevin/justin");
+        config.Daemon.ProtocolEra.Should().Be(DaemonOptions.JustinEra);
+        config.Templates.Should().ContainSingle().Which.Id.Should().Be("vm");
     }
 
     [Fact]

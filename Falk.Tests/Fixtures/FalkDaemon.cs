@@ -11,11 +11,12 @@ public sealed class FalkDaemon : IAsyncDisposable
 {
     private readonly ConcurrentQueue<string> _output = new();
 
-    private FalkDaemon(TempDirectory directory, string configPath, string socketPath)
+    private FalkDaemon(TempDirectory directory, string configPath, string socketPath, (int First, int Last) ports)
     {
         Directory = directory;
         ConfigPath = configPath;
         SocketPath = socketPath;
+        Ports = ports;
         Client = UnixHttp.CreateClient(socketPath);
     }
 
@@ -26,6 +27,12 @@ public sealed class FalkDaemon : IAsyncDisposable
     public string SocketPath { get; }
 
     public HttpClient Client { get; }
+
+    /// <summary>The daemon's <c>vm_ports</c>, both ends included.</summary>
+    public (int First, int Last) Ports { get; }
+
+    /// <summary>The daemon's instance id (a hash of its <c>state_dir</c>): the <c>FALK_INSTANCE</c> and <c>org.falk.instance</c> mark of what it makes.</summary>
+    public string Instance => new Falk.Core.Config.DaemonOptions { StateDirectory = Directory.File("state") }.InstanceId;
 
     public RunningProcess? Process { get; private set; }
 
@@ -39,27 +46,34 @@ public sealed class FalkDaemon : IAsyncDisposable
     /// followed by <paramref name="templates"/> (INI text), then starts falkd and waits until it answers.
     /// <paramref name="name"/> is the daemon's instance name (what labels its containers).
     /// </summary>
-    /// <remarks>Unless <paramref name="onShutdown"/> says otherwise, machines are destroyed when the daemon stops, so no test leaks them.</remarks>
-    public static async Task<FalkDaemon> StartAsync(string templates, CancellationToken cancellationToken, string daemonExtra = "", int ports = 10, string name = "falk-test", string onShutdown = "destroy")
+    /// <remarks>
+    /// Unless <paramref name="onShutdown"/> says otherwise, machines are destroyed when the daemon stops, so no test leaks
+    /// them; with <paramref name="defaults"/> the config leaves out everything that has a default but the socket, the
+    /// ports and the state folder.
+    /// </remarks>
+    public static async Task<FalkDaemon> StartAsync(string templates, CancellationToken cancellationToken, string daemonExtra = "", int ports = 10, string name = "falk-test", string onShutdown = "destroy", bool defaults = false)
     {
         var directory = new TempDirectory();
         var socket = directory.File("falk.sock");
         var (first, last) = TestPorts.NextRange(ports);
         var config = directory.File("falk.conf");
+        var chosen = defaults ? string.Empty : $"""
+            name = {name}
+            control_socket_permissions = 770
+            on_shutdown = {onShutdown}
+            """;
         await File.WriteAllTextAsync(config, $"""
             [falk]
-            name = {name}
             control_socket = {socket}
-            control_socket_permissions = 770
             vm_ports = [{first},{last}]
             state_dir = {directory.File("state")}
-            on_shutdown = {onShutdown}
+            {chosen}
             {daemonExtra}
 
             {templates}
             """, cancellationToken);
 
-        var daemon = new FalkDaemon(directory, config, socket);
+        var daemon = new FalkDaemon(directory, config, socket, (first, last));
         await daemon.StartProcessAsync(cancellationToken);
         return daemon;
     }

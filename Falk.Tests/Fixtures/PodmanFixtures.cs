@@ -253,8 +253,7 @@ public sealed class PodmanDaemon : IAsyncDisposable
 
             {templates}
             """, cancellationToken, daemonExtra: $"podman_socket = {service.Uri}", ports: ports, onShutdown: onShutdown);
-        var instance = new Falk.Core.Config.DaemonOptions { StateDirectory = daemon.Directory.File("state") }.InstanceId;
-        return new PodmanDaemon(daemon, instance);
+        return new PodmanDaemon(daemon, daemon.Instance);
     }
 
     public async ValueTask DisposeAsync()

@@ -34,4 +34,21 @@ public static class ProcessTable
 
         return result;
     }
+
+    /// <summary>Kills what a failed test left running: processes whose command line holds <paramref name="fragment"/>.</summary>
+    public static void KillWithArgument(string fragment)
+    {
+        foreach (var pid in WithArgument(fragment))
+        {
+            Falk.Core.Unix.ProcessTree.Kill(pid);
+        }
+    }
+
+    /// <summary><see cref="KillWithArgument"/> on disposal.</summary>
+    public static IDisposable KillOnDispose(string fragment) => new Cleanup(fragment);
+
+    private sealed class Cleanup(string fragment) : IDisposable
+    {
+        public void Dispose() => KillWithArgument(fragment);
+    }
 }

@@ -1,9 +1,9 @@
+using System.Globalization;
 using Falk.Core.Config;
 using Falk.Core.Machines;
-using Falk.Core.Ssh;
 using Falk.Core.State;
 using Falk.Tests.Fixtures;
-using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Falk.Tests.Machines;
 
@@ -15,6 +15,8 @@ public sealed class MachineServiceTests : IAsyncDisposable
     private readonly TempDirectory _state = new();
     private readonly ScriptedBackend _backend = new();
     private readonly ScriptedProbe _probe = new();
+    private readonly FakeTimeProvider _time = new(DateTimeOffset.Parse("2026-01-01T00:00:00Z", CultureInfo.InvariantCulture));
+    private readonly ScriptedMachines _machines;
     private readonly MachineStore _store;
     private readonly MachineService _service;
 
@@ -22,20 +24,116 @@ public sealed class MachineServiceTests : IAsyncDisposable
     {
         var template = new TemplateDefinition { Id = "t", Name = "t", Type = "scripted", SshUser = "u", SshHost = "127.0.0.1", BackendOptions = new object(), ManageSupported = true };
         var config = new FalkConfig("/x/falk.conf", new DaemonOptions { OnShutdown = ShutdownPolicy.Destroy, MaxMachines = 3, StateDirectory = _state.Path, VmPorts = new PortRange(100, 109) }, [template], []);
-        _store = new MachineStore(config);
-        _service = new MachineService(config, [_backend], new PortAllocator(config.Daemon.VmPorts, _ => true),
-            new SshReadiness(_probe, TimeProvider.System), new MachineEvents(TimeProvider.System), _store, TimeProvider.System, NullLogger<MachineService>.Instance);
+        _machines = new ScriptedMachines(config, _backend, _probe, _time);
+        _store = _machines.Store;
+        _service = _machines.Service;
     }
 
     public async ValueTask DisposeAsync()
     {
-        await _service.DisposeAsync();
-        _store.Dispose();
+        await _machines.DisposeAsync();
         _state.Dispose();
     }
 
-    private Task<MachineView> CreateAsync(CancellationToken ct, Caller? caller = null, bool manage = false) =>
-        _service.CreateAsync(new CreateMachineRequest("t", manage, new Dictionary<string, string>()), caller ?? Alice, ct);
+    private static readonly Caller Admin = new(0, IsAdmin: true);
+
+    private Task<MachineView> CreateAsync(CancellationToken ct, Caller? caller = null, bool manage = false, string? key = null) =>
+        _service.CreateAsync(new CreateMachineRequest("t", manage, new Dictionary<string, string>(), IdempotencyKey: key), caller ?? Alice, ct);
+
+    private async Task<MachineEvent> FirstEventAsync(string type, CancellationToken ct)
+    {
+        await foreach (var item in _service.SubscribeAsync(Admin, 0, ct))
+        {
+            if (item.Type == type)
+            {
+                return item;
+            }
+        }
+
+        throw new InvalidOperationException("the event stream ended");
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_crash_is_recorded_and_published_with_its_own_error_not_the_one_before()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var machine = await CreateAsync(ct);
+        await _service.BootAsync(machine.Id, Alice, waitForSsh: false, TimeSpan.FromSeconds(5), ct);
+
+        _backend.Instances.Single().Exit(139);
+        await _service.WaitUntilStoppedAsync(machine.Id, Alice, TimeSpan.FromSeconds(5), ct);
+
+        _store.All().Single().LastError.Should().Contain("exit 139", "the record is what a restarted daemon serves");
+        (await FirstEventAsync(MachineEventTypes.Failed, ct)).Detail.Should().Contain("exit 139");
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_launch_that_throws_an_unexpected_exception_ends_failed_not_booting_forever()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var machine = await CreateAsync(ct);
+        _backend.LaunchException = new InvalidOperationException("a bug in the backend");
+
+        await FluentActions.Awaiting(() => _service.BootAsync(machine.Id, Alice, waitForSsh: false, TimeSpan.FromSeconds(5), ct))
+            .Should().ThrowAsync<Exception>();
+
+        var view = _service.Get(machine.Id, Alice);
+        view.State.Should().Be(MachineState.Failed);
+        view.LastError.Should().Contain("a bug in the backend");
+        _store.All().Single().State.Should().Be("failed");
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_snapshot_overtaken_by_a_delete_answers_not_found()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var machine = await CreateAsync(ct);
+        var gate = new TaskCompletionSource();
+        _backend.OperationGate = gate.Task;
+        var first = _service.CreateSnapshotAsync(machine.Id, Alice, "first", ct);
+        await _backend.AtOperationGate.Task;
+        var queued = _service.CreateSnapshotAsync(machine.Id, Alice, "queued", ct);
+
+        var delete = _service.DeleteAsync(machine.Id, Alice, ct);
+        gate.TrySetResult();
+
+        await FluentActions.Awaiting(() => queued).Should().ThrowAsync<MachineNotFoundException>();
+        await delete;
+        await FluentActions.Awaiting(() => first).Should().ThrowAsync<MachineNotFoundException>();
+        _service.List(Alice).Should().BeEmpty();
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_commit_overtaken_by_a_delete_answers_not_found()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var machine = await CreateAsync(ct, Admin, manage: true);
+        _backend.OperationGate = new TaskCompletionSource().Task;
+        var commit = _service.CommitAsync(machine.Id, Admin, TimeSpan.FromSeconds(1), ct);
+        await _backend.AtOperationGate.Task;
+
+        await _service.DeleteAsync(machine.Id, Admin, ct);
+
+        await FluentActions.Awaiting(() => commit).Should().ThrowAsync<MachineNotFoundException>();
+        _service.List(Admin).Should().BeEmpty();
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task An_idempotency_key_is_forgotten_when_its_machine_is_destroyed()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        for (var job = 0; job < 5; job++)
+        {
+            var machine = await CreateAsync(ct, key: $"job-{job}");
+            (await CreateAsync(ct, key: $"job-{job}")).Id.Should().Be(machine.Id, "a retry gets the same machine");
+            await _service.DeleteAsync(machine.Id, Alice, ct);
+        }
+
+        _service.IdempotencyKeysHeld.Should().Be(0);
+        var again = await CreateAsync(ct, key: "job-0");
+        _service.IdempotencyKeysHeld.Should().Be(1);
+        _service.List(Alice).Should().ContainSingle().Which.Id.Should().Be(again.Id);
+    }
 
     [Fact(Timeout = 10_000)]
     public async Task Of_two_concurrent_boots_one_wins_and_the_other_is_a_conflict_naming_the_state()
@@ -147,103 +245,5 @@ public sealed class MachineServiceTests : IAsyncDisposable
             .Should().ThrowAsync<MachineStateConflictException>()).Which.State.Should().Be(MachineState.Prepared);
         _service.Get(machine.Id, Alice).State.Should().Be(MachineState.Prepared);
         _backend.Instances.Single().Stops.Should().Be(0);
-    }
-
-    private sealed class ScriptedBackend : IMachineBackend
-    {
-        public List<ScriptedInstance> Instances { get; } = [];
-
-        public Task LaunchGate { get; set; } = Task.CompletedTask;
-
-        public bool FailPrepare { get; set; }
-
-        public string Type => "scripted";
-
-        public Task<ReattachedMachine?> ReattachAsync(MachineSpec spec, string? handle, MachineState? recordedState, CancellationToken cancellationToken) =>
-            Task.FromResult<ReattachedMachine?>(null);
-
-        public Task RemoveOrphansAsync(IReadOnlySet<string> knownMachineIds, CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
-        {
-            if (FailPrepare)
-            {
-                throw new BackendOperationException("prepare failed");
-            }
-
-            var instance = new ScriptedInstance(this);
-            lock (Instances)
-            {
-                Instances.Add(instance);
-            }
-
-            return Task.FromResult<IMachineInstance>(instance);
-        }
-    }
-
-    private sealed class ScriptedInstance(ScriptedBackend backend) : IMachineInstance
-    {
-        private TaskCompletionSource<MachineExit> _exit = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public int Launches { get; private set; }
-
-        public int Stops { get; private set; }
-
-        public bool Killed { get; private set; }
-
-        public int CleanedUp { get; private set; }
-
-        public Task<MachineExit>? Exited { get; private set; }
-
-        public string? Handle => null;
-
-        public async Task LaunchAsync(CancellationToken cancellationToken)
-        {
-            await backend.LaunchGate.WaitAsync(cancellationToken);
-            Launches++;
-            _exit = new(TaskCreationOptions.RunContinuationsAsynchronously);
-            Exited = _exit.Task;
-        }
-
-        public void Exit(int code) => _exit.TrySetResult(new MachineExit(code, $"exit {code}", "tail"));
-
-        public Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
-        {
-            Stops++;
-            Exit(0);
-            return Task.CompletedTask;
-        }
-
-        public Task KillAsync(CancellationToken cancellationToken)
-        {
-            Killed = true;
-            Exit(137);
-            return Task.CompletedTask;
-        }
-
-        public Task CleanupAsync(CancellationToken cancellationToken)
-        {
-            CleanedUp++;
-            return Task.CompletedTask;
-        }
-
-        public string OutputTail() => "tail";
-
-        public Task CopyConsoleAsync(Stream destination, bool follow, CancellationToken cancellationToken) => Task.CompletedTask;
-    }
-
-    private sealed class ScriptedProbe : ISshProbe
-    {
-        public bool Ready { get; set; } = true;
-
-        public TaskCompletionSource Probed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public Task<SshProbeResult> ProbeAsync(SshEndpoint endpoint, IReadOnlyList<HostKey> pinnedKeys, TimeSpan attemptTimeout, CancellationToken cancellationToken)
-        {
-            Probed.TrySetResult();
-            return Task.FromResult(Ready
-                ? new SshProbeResult(true, new HostKey("ssh-ed25519", [1, 2, 3]), false, null)
-                : new SshProbeResult(false, null, false, "connection refused"));
-        }
     }
 }

@@ -13,14 +13,12 @@ namespace Falk.Core.Backends.Custom;
 /// Machines made of the template's own commands, as in the original daemon: <c>prepare</c>, then <c>launch</c>
 /// (the machine runs while that process lives), then <c>cleanup</c>. Each sees <c>FALK_MANAGE</c> and
 /// <c>FALK_SSH_PORT</c>; <c>{SSHPORT}</c> is substituted inside the arguments, after splitting.
-/// Every process also carries <c>FALK_MACHINE_ID</c> and <c>FALK_INSTANCE</c>, so whatever a command leaves
-/// behind can be found and ended, even after a daemon restart.
+/// Every process also carries the machine's <see cref="ProcessMarks"/>, and the launch leads a session and process group
+/// of its own, recorded in the machine's handle: so whatever a command leaves behind can be found and ended, even after
+/// a daemon restart and even when it lost the marks.
 /// </summary>
 public sealed class CustomBackend(IProcessRunner runner, FalkConfig config, ILogger<CustomBackend> logger) : IMachineBackend
 {
-    public const string MachineIdVariable = "FALK_MACHINE_ID";
-    public const string InstanceVariable = "FALK_INSTANCE";
-
     public string Type => CustomTemplateOptions.Descriptor.Type;
 
     public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
@@ -33,51 +31,77 @@ public sealed class CustomBackend(IProcessRunner runner, FalkConfig config, ILog
     public async Task<ReattachedMachine?> ReattachAsync(MachineSpec spec, string? handle, MachineState? recordedState, CancellationToken cancellationToken)
     {
         var machine = new CustomMachine(spec, runner, logger);
-        var launch = handle is null ? null : JsonSerializer.Deserialize<CustomHandle>(handle);
-        var launchAlive = launch is { Pid: { } pid, StartTime: { } start } && ProcessTree.IsSameLiveProcess(pid, start);
-        if (launchAlive)
+        var launch = CustomHandle.Read(handle)?.Launch;
+        if (launch is not null && launch.LeaderHoldsIds && ProcessTree.IsSameLiveProcess(launch.ProcessGroup, launch.LeaderStartTime))
         {
-            machine.Adopt(launch!.Pid!.Value, launch.StartTime!.Value);
+            machine.Adopt(launch);
             return new ReattachedMachine(machine, Running: true);
         }
 
+        // The launch ended while the daemon was away (or never ran): nothing of the machine may run on, whether or not
+        // it kept the marks. The record stays for a machine that was not running anyway.
+        machine.Forget(launch);
+        await machine.KillAsync(cancellationToken).ConfigureAwait(false);
         if (recordedState is MachineState.Prepared or MachineState.Stopped or MachineState.Failed)
         {
             return new ReattachedMachine(machine, Running: false);
         }
 
         // Died during prepare, or its launch ended while the daemon was away: undo what is left.
-        await machine.KillAsync(cancellationToken).ConfigureAwait(false);
         await machine.CleanupAsync(cancellationToken).ConfigureAwait(false);
         return null;
     }
 
-    public Task RemoveOrphansAsync(IReadOnlySet<string> knownMachineIds, CancellationToken cancellationToken)
+    public async Task RemoveOrphansAsync(IReadOnlySet<string> knownMachineIds, CancellationToken cancellationToken)
     {
-        foreach (var pid in ProcessTree.WithEnvironment(InstanceVariable, config.Daemon.InstanceId))
+        IReadOnlyList<MarkedProcess> Orphans() =>
+            ProcessMarks.OfInstance(config.Daemon.InstanceId).Where(m => !knownMachineIds.Contains(m.MachineId)).ToList();
+
+        foreach (var orphan in Orphans())
         {
-            if (ProcessTree.EnvironmentValue(pid, MachineIdVariable) is { } machineId && !knownMachineIds.Contains(machineId))
-            {
-                CustomLog.OrphanKilled(logger, machineId, pid);
-                ProcessTree.Kill(pid);
-            }
+            CustomLog.OrphanKilled(logger, orphan.MachineId, orphan.Process.Pid);
         }
 
-        return Task.CompletedTask;
+        await ProcessMarks.KillUntilGoneAsync(() => Orphans().Select(m => m.Process).ToList(), "processes of unknown machines to end", cancellationToken).ConfigureAwait(false);
     }
 }
 
-/// <summary>What a custom machine needs to be found again: its launch process, recognised by pid and start time.</summary>
-internal sealed record CustomHandle(int? Pid, long? StartTime);
+/// <summary>What a custom machine needs to be found again: its launch's session and process group, and the leader's start time.</summary>
+internal sealed record CustomHandle(int? Pid, long? StartTime, int? ProcessGroup = null, int? Session = null, string? BootId = null)
+{
+    public SessionMark? Launch => this is { Pid: not null, StartTime: { } start, ProcessGroup: { } group, Session: { } session, BootId: { } boot }
+        ? new SessionMark(group, session, start, boot)
+        // Recorded by a daemon before marks had a boot id: the launch led its own session then too, but only in this boot
+        // can its start time mean anything, which only a live leader shows.
+        : this is { Pid: { } pid, StartTime: { } legacyStart } && ProcessTree.IsSameLiveProcess(pid, legacyStart)
+            ? new SessionMark(pid, pid, legacyStart, ProcessTree.BootId)
+            : null;
+
+    public static CustomHandle Of(SessionMark? launch) =>
+        launch is null ? new CustomHandle(null, null) : new CustomHandle(launch.ProcessGroup, launch.LeaderStartTime, launch.ProcessGroup, launch.Session, launch.BootId);
+
+    public static CustomHandle? Read(string? handle)
+    {
+        try
+        {
+            return handle is null ? null : JsonSerializer.Deserialize<CustomHandle>(handle);
+        }
+        catch (JsonException)
+        {
+            // Not a custom handle: treated as none, so the machine is cleaned up by its marks.
+            return null;
+        }
+    }
+}
 
 internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILogger logger) : IMachineInstance
 {
     private static readonly TimeSpan AdoptedPollInterval = TimeSpan.FromMilliseconds(200);
-    private static readonly TimeSpan StragglerTimeout = TimeSpan.FromSeconds(10);
 
     private readonly Lock _consoleLock = new();
     private RunningProcess? _launch;
-    private (int Pid, long StartTime)? _adopted;
+    private SessionMark? _adopted;
+    private SessionMark? _lastLaunch;
     private StreamWriter? _console;
     private bool _cleanedUp;
 
@@ -85,14 +109,18 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
 
     public Task<MachineExit>? Exited { get; private set; }
 
-    public string? Handle => JsonSerializer.Serialize(
-        _launch is not null ? new CustomHandle(_launch.Pid, _launch.StartTime)
-        : _adopted is { } adopted ? new CustomHandle(adopted.Pid, adopted.StartTime)
-        : new CustomHandle(null, null));
+    public string? Handle => JsonSerializer.Serialize(CustomHandle.Of(_lastLaunch));
 
     public async Task LaunchAsync(CancellationToken cancellationToken)
     {
+        // Nothing of an earlier launch runs beside the next one (its end is reported once all of it is gone).
         await ReleaseLaunchAsync().ConfigureAwait(false);
+        if (Exited is { } previous)
+        {
+            await KillAsync(cancellationToken).ConfigureAwait(false);
+            await previous.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+
         lock (_consoleLock)
         {
             _console ??= new StreamWriter(new FileStream(spec.ConsoleLogPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite)) { AutoFlush = true };
@@ -105,16 +133,21 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
         };
         var launch = runner.Start(processSpec);
         _launch = launch;
+        _lastLaunch = launch.Session;
         CustomLog.Launched(logger, spec.MachineId, launch.Pid, processSpec.ToString());
         Exited = DescribeExitAsync(launch);
     }
 
     /// <summary>Takes back a launch process that outlived an earlier daemon; its end is noticed by polling.</summary>
-    public void Adopt(int pid, long startTime)
+    public void Adopt(SessionMark launch)
     {
-        _adopted = (pid, startTime);
-        Exited = WatchAdoptedAsync(pid, startTime);
+        _adopted = launch;
+        _lastLaunch = launch;
+        Exited = WatchAdoptedAsync(launch);
     }
+
+    /// <summary>Remembers a launch that ended while the daemon was away, so that what it left is found by its session.</summary>
+    public void Forget(SessionMark? launch) => _lastLaunch = launch;
 
     public async Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
     {
@@ -124,11 +157,11 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
         }
         else if (_adopted is { } adopted && Exited is { } exited)
         {
-            SignalAdopted(adopted, Native.SIGTERM);
+            adopted.SignalGroup(Native.SIGTERM);
             await Task.WhenAny(exited, Task.Delay(grace, cancellationToken)).ConfigureAwait(false);
         }
 
-        await KillStragglersAsync(cancellationToken).ConfigureAwait(false);
+        await KillLeftoversAsync(cancellationToken).ConfigureAwait(false);
     }
 
     public async Task KillAsync(CancellationToken cancellationToken)
@@ -138,12 +171,8 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
             await _launch.KillAsync(cancellationToken).ConfigureAwait(false);
         }
 
-        if (_adopted is { } adopted)
-        {
-            SignalAdopted(adopted, Native.SIGKILL);
-        }
-
-        await KillStragglersAsync(cancellationToken).ConfigureAwait(false);
+        _adopted?.KillAll();
+        await KillLeftoversAsync(cancellationToken).ConfigureAwait(false);
     }
 
     public async Task CleanupAsync(CancellationToken cancellationToken)
@@ -207,37 +236,31 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
         }
     }
 
-    private static void SignalAdopted((int Pid, long StartTime) adopted, int signal)
+    /// <summary>
+    /// Ends every process of the machine and returns once they are gone, so "stopped" means stopped and the port is
+    /// free: those in the launch's session or group (even when they rewrote their environment, as sshd does), and those
+    /// carrying the machine's marks (even when they double-forked into a session of their own).
+    /// </summary>
+    private Task KillLeftoversAsync(CancellationToken cancellationToken)
     {
-        if (ProcessTree.IsSameLiveProcess(adopted.Pid, adopted.StartTime))
-        {
-            _ = Native.kill(-adopted.Pid, signal);
-            _ = Native.kill(adopted.Pid, signal);
-        }
+        var launch = _lastLaunch;
+        return ProcessMarks.KillUntilGoneAsync(
+            () => ProcessMarks.OfMachine(spec.MachineId, spec.InstanceId, launch),
+            $"the processes of machine {spec.MachineId} to end",
+            cancellationToken);
     }
 
-    /// <summary>
-    /// Processes of this machine that escaped the launch process's tree (double-forked into a session of their own)
-    /// still carry the machine id in their environment; the original left exactly these listening on the port.
-    /// </summary>
-    private async Task KillStragglersAsync(CancellationToken cancellationToken)
+    /// <summary>The launch ended: what it started goes with it, before the end is reported.</summary>
+    private async Task EndWithLaunchAsync()
     {
-        // SIGKILL is delivered asynchronously: return only once they are gone, so "stopped" means stopped.
-        await Wait.UntilAsync(
-            _ =>
-            {
-                var left = ProcessTree.WithEnvironment(CustomBackend.MachineIdVariable, spec.MachineId);
-                foreach (var pid in left)
-                {
-                    ProcessTree.Kill(pid);
-                }
-
-                return Task.FromResult(left.Count == 0 ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>($"{left.Count} processes left"));
-            },
-            TimeSpan.FromMilliseconds(20),
-            StragglerTimeout,
-            $"the processes of machine {spec.MachineId} to end",
-            cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await KillLeftoversAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (WaitTimeoutException e)
+        {
+            CustomLog.LeftoversSurvived(logger, spec.MachineId, e.Message);
+        }
     }
 
     private ProcessSpec Spec(IReadOnlyList<string> command)
@@ -245,19 +268,22 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
         var port = spec.SshPort.ToString(CultureInfo.InvariantCulture);
         return new ProcessSpec(command.Select(a => a.Replace(CustomTemplateOptions.SshPortPlaceholder, port, StringComparison.Ordinal)).ToList())
         {
-            Environment = new Dictionary<string, string?>
+            Environment = new Dictionary<string, string?>(ProcessMarks.Environment(spec.MachineId, spec.InstanceId))
             {
                 ["FALK_MANAGE"] = spec.Manage ? "true" : string.Empty,
                 ["FALK_SSH_PORT"] = port,
-                [CustomBackend.MachineIdVariable] = spec.MachineId,
-                [CustomBackend.InstanceVariable] = spec.InstanceId,
+
+                // The same under the names of the justin era (falk's later name), for its scripts.
+                ["JUSTIN_MANAGE"] = spec.Manage ? "true" : string.Empty,
+                ["JUSTIN_SSH_PORT"] = port,
             },
         };
     }
 
-    private static async Task<MachineExit> DescribeExitAsync(RunningProcess launch)
+    private async Task<MachineExit> DescribeExitAsync(RunningProcess launch)
     {
         var code = await launch.Exited.ConfigureAwait(false);
+        await EndWithLaunchAsync().ConfigureAwait(false);
         try
         {
             // The last words (a panic, a usage error) are still in the pipe when the exit is reported.
@@ -265,7 +291,7 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
         }
         catch (TimeoutException)
         {
-            // A grandchild holds the pipe open; report what was read.
+            // Something outside the machine's reach holds the pipe open; report what was read.
         }
 
         var description = code > 128
@@ -274,11 +300,11 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
         return new MachineExit(code, description, launch.OutputTail());
     }
 
-    private static async Task<MachineExit> WatchAdoptedAsync(int pid, long startTime)
+    private async Task<MachineExit> WatchAdoptedAsync(SessionMark launch)
     {
         // Not our child any more: no exit code to collect, only whether it still exists.
-        await ProcessTree.WaitUntilGoneAsync(pid, startTime, AdoptedPollInterval).ConfigureAwait(false);
-
+        await ProcessTree.WaitUntilGoneAsync(launch.ProcessGroup, launch.LeaderStartTime, AdoptedPollInterval).ConfigureAwait(false);
+        await EndWithLaunchAsync().ConfigureAwait(false);
         return new MachineExit(null, "launch process ended (its exit code is not known after a daemon restart)", string.Empty);
     }
 }

@@ -14,6 +14,9 @@ internal static partial class CustomLog
     [LoggerMessage(3003, LogLevel.Warning, "Killed orphan process {Pid} of unknown machine {MachineId}")]
     public static partial void OrphanKilled(ILogger logger, string machineId, int pid);
 
+    [LoggerMessage(3004, LogLevel.Warning, "Machine {MachineId}: processes outlived the end of its launch: {Reason}")]
+    public static partial void LeftoversSurvived(ILogger logger, string machineId, string reason);
+
     [LoggerMessage(3002, LogLevel.Debug, "Machine {MachineId}: {Line}")]
     public static partial void Output(ILogger logger, string machineId, string line);
 }

@@ -33,7 +33,7 @@ public sealed class PodmanImageStore(IPodmanImages images, IPodmanContainers con
     /// <summary>The image a new machine of <paramref name="template"/> starts from: its reference and its id.</summary>
     public async Task<(string Reference, string ImageId)> CurrentAsync(TemplateDefinition template, CancellationToken cancellationToken)
     {
-        var current = $"{naming.TemplateRepository(template.Name)}:{PodmanNaming.CurrentTag}";
+        var current = $"{naming.TemplateRepository(template.Id)}:{PodmanNaming.CurrentTag}";
         if (await images.IdOfAsync(current, cancellationToken).ConfigureAwait(false) is { } committed)
         {
             return (current, committed);
@@ -90,12 +90,12 @@ public sealed class PodmanImageStore(IPodmanImages images, IPodmanContainers con
     /// </summary>
     public async Task<CommitResult> PublishAsync(string containerId, string machineId, TemplateDefinition template, CancellationToken cancellationToken)
     {
-        var repository = naming.TemplateRepository(template.Name);
+        var repository = naming.TemplateRepository(template.Id);
         var version = PodmanNaming.NewVersion(DateTimeOffset.UtcNow);
         var imageId = await images.CommitAsync(containerId, repository, version, new Dictionary<string, string>
         {
             [PodmanLabels.Instance] = naming.Instance,
-            [PodmanLabels.Template] = template.Name,
+            [PodmanLabels.Template] = template.Id,
             [PodmanLabels.ImageKind] = PodmanLabels.VersionKind,
             [PodmanLabels.Version] = version,
         }, cancellationToken).ConfigureAwait(false);
@@ -116,12 +116,12 @@ public sealed class PodmanImageStore(IPodmanImages images, IPodmanContainers con
             return;
         }
 
-        var repository = naming.TemplateRepository(template.Name);
+        var repository = naming.TemplateRepository(template.Id);
         var currentId = await images.IdOfAsync($"{repository}:{PodmanNaming.CurrentTag}", cancellationToken).ConfigureAwait(false);
         var versions = await images.ListAsync(new Dictionary<string, string>
         {
             [PodmanLabels.Instance] = naming.Instance,
-            [PodmanLabels.Template] = template.Name,
+            [PodmanLabels.Template] = template.Id,
             [PodmanLabels.ImageKind] = PodmanLabels.VersionKind,
         }, cancellationToken).ConfigureAwait(false);
         foreach (var image in versions.Where(i => i.Id != currentId))

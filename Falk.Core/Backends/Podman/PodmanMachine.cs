@@ -224,7 +224,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
             {
                 [PodmanLabels.Instance] = naming.Instance,
                 [PodmanLabels.Machine] = _spec.MachineId,
-                [PodmanLabels.Template] = _spec.Template.Name,
+                [PodmanLabels.Template] = _spec.Template.Id,
                 [PodmanLabels.ImageKind] = PodmanLabels.SnapshotKind,
                 [PodmanLabels.Snapshot] = name,
             }, cancellationToken).ConfigureAwait(false);
@@ -280,6 +280,15 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
             }
         }).ConfigureAwait(false);
     }
+
+    /// <summary>Removes the snapshot's image; podman refuses while the container runs from it (after a restore).</summary>
+    public Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken) =>
+        Engine("delete snapshot", async () =>
+        {
+            var snapshot = (await SnapshotImagesAsync(cancellationToken).ConfigureAwait(false)).FirstOrDefault(s => s.Info.Name == name)
+                ?? throw new SnapshotNotFoundException(_spec.MachineId, name);
+            await _images.RemoveAsync(snapshot.Reference, force: false, cancellationToken).ConfigureAwait(false);
+        });
 
     public Task<CommitResult> CommitAsync(CancellationToken cancellationToken)
     {

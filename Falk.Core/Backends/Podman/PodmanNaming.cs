@@ -32,7 +32,7 @@ public static class PodmanLabels
         {
             [Instance] = instance,
             [Machine] = spec.MachineId,
-            [Template] = spec.Template.Name,
+            [Template] = spec.Template.Id,
             [Owner] = spec.OwnerUid.ToString(CultureInfo.InvariantCulture),
             [Manage] = spec.Manage ? "true" : "false",
         };

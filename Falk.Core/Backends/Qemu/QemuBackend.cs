@@ -13,22 +13,19 @@ namespace Falk.Core.Backends.Qemu;
 /// <summary>
 /// QEMU machines: a qcow2 overlay of the template's current image version per machine, QEMU as a process of its own
 /// controlled over QMP, the serial console in a file. At daemon start it removes what interrupted commits left.
-/// QEMU carries <c>FALK_MACHINE_ID</c> and <c>FALK_INSTANCE</c> in its environment (and <c>-name falk-ID</c>), so a
+/// QEMU carries the machine's <see cref="ProcessMarks"/> in its environment (and <c>-name falk-ID</c>), so a
 /// QEMU left by an earlier run of this daemon can be told apart from any other; after a restart, a QEMU recorded in a
 /// machine's handle (pid and start time) that still answers on its QMP socket is taken back.
 /// </summary>
 public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogger<QemuBackend> logger) : IMachineBackend, IHostedService, IDisposable
 {
-    public const string MachineIdVariable = "FALK_MACHINE_ID";
-    public const string InstanceVariable = "FALK_INSTANCE";
-
-    /// <summary>How long a killed QEMU gets to disappear (and free its port) before recovery goes on.</summary>
-    private static readonly TimeSpan KillTimeout = TimeSpan.FromSeconds(10);
-
     private readonly ConcurrentDictionary<string, QemuImageVersions> _versions = new(StringComparer.Ordinal);
     private readonly QemuImg _qemuImg = new(runner);
 
     public string Type => QemuTemplateOptions.Descriptor.Type;
+
+    /// <summary>Templates on one base_image share its versions, and so the one management machine.</summary>
+    public string ManagementScope(TemplateDefinition definition) => Path.GetFullPath(((QemuTemplateOptions)definition.BackendOptions).BaseImage);
 
     public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
     {
@@ -105,20 +102,17 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
 
     public async Task RemoveOrphansAsync(IReadOnlySet<string> knownMachineIds, CancellationToken cancellationToken)
     {
-        var killed = new List<(int Pid, long? StartTime)>();
-        foreach (var pid in ProcessTree.WithEnvironment(InstanceVariable, config.Daemon.InstanceId))
+        IReadOnlyList<MarkedProcess> Orphans() =>
+            ProcessMarks.OfInstance(config.Daemon.InstanceId)
+                .Where(m => !knownMachineIds.Contains(m.MachineId) && IsQemuOf(m.Process.Pid, m.MachineId))
+                .ToList();
+
+        foreach (var orphan in Orphans())
         {
-            if (ProcessTree.EnvironmentValue(pid, MachineIdVariable) is { } machineId
-                && !knownMachineIds.Contains(machineId)
-                && IsQemuOf(pid, machineId))
-            {
-                QemuLog.OrphanKilled(logger, machineId, pid);
-                killed.Add((pid, ProcessTree.StartTime(pid)));
-                ProcessTree.Kill(pid);
-            }
+            QemuLog.OrphanKilled(logger, orphan.MachineId, orphan.Process.Pid);
         }
 
-        await WaitGoneAsync(killed, cancellationToken).ConfigureAwait(false);
+        await KillUntilGoneAsync(() => Orphans().Select(m => m.Process).ToList(), "QEMU processes of unknown machines to end", cancellationToken).ConfigureAwait(false);
 
         // An overlay under an overlay_image prefix is this daemon's if the machine's work folder is in its state folder:
         // the folder is made before the overlay and removed only after it. Other daemons' overlays are left alone.
@@ -206,33 +200,24 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
     /// <summary>Kills every QEMU of this machine and daemon instance but <paramref name="except"/> (one started by a launch the record missed).</summary>
     private async Task KillStraysAsync(MachineSpec spec, int? except, CancellationToken cancellationToken)
     {
-        var killed = new List<(int Pid, long? StartTime)>();
-        foreach (var pid in ProcessTree.WithEnvironment(MachineIdVariable, spec.MachineId))
+        IReadOnlyList<ProcessInfo> Strays() =>
+            ProcessMarks.OfMachine(spec.MachineId, spec.InstanceId, launch: null)
+                .Where(p => p.Pid != except && IsQemuOf(p.Pid, spec.MachineId))
+                .ToList();
+
+        foreach (var stray in Strays())
         {
-            if (pid != except && ProcessTree.EnvironmentValue(pid, InstanceVariable) == spec.InstanceId && IsQemuOf(pid, spec.MachineId))
-            {
-                QemuLog.StrayKilled(logger, spec.MachineId, pid);
-                killed.Add((pid, ProcessTree.StartTime(pid)));
-                ProcessTree.Kill(pid);
-            }
+            QemuLog.StrayKilled(logger, spec.MachineId, stray.Pid);
         }
 
-        await WaitGoneAsync(killed, cancellationToken).ConfigureAwait(false);
+        await KillUntilGoneAsync(Strays, $"stray QEMU processes of machine {spec.MachineId} to end", cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Waits, bounded, until killed processes are gone: their ports and files are free for what comes next.</summary>
-    private static async Task WaitGoneAsync(IReadOnlyList<(int Pid, long? StartTime)> killed, CancellationToken cancellationToken)
+    private static async Task KillUntilGoneAsync(Func<IReadOnlyList<ProcessInfo>> find, string what, CancellationToken cancellationToken)
     {
         try
         {
-            await Wait.UntilAsync(
-                _ => Task.FromResult(killed.Any(k => k.StartTime is { } start && ProcessTree.IsSameLiveProcess(k.Pid, start))
-                    ? ProbeOutcome.NotYet<bool>("killed QEMU still there")
-                    : ProbeOutcome.Done(true)),
-                TimeSpan.FromMilliseconds(50),
-                KillTimeout,
-                "killed QEMU processes to end",
-                cancellationToken).ConfigureAwait(false);
+            await ProcessMarks.KillUntilGoneAsync(find, what, cancellationToken).ConfigureAwait(false);
         }
         catch (WaitTimeoutException)
         {

@@ -29,6 +29,9 @@ public sealed class QemuImg(IProcessRunner runner)
     public Task ApplySnapshotAsync(string image, string name, CancellationToken cancellationToken) =>
         RunAsync([Program, "snapshot", "-q", "-a", name, image], QuickTimeout, cancellationToken);
 
+    public Task DeleteSnapshotAsync(string image, string name, CancellationToken cancellationToken) =>
+        RunAsync([Program, "snapshot", "-q", "-d", name, image], QuickTimeout, cancellationToken);
+
     /// <summary>The snapshots inside <paramref name="image"/>, from <c>qemu-img info --output=json</c>.</summary>
     public async Task<IReadOnlyList<SnapshotInfo>> ListSnapshotsAsync(string image, CancellationToken cancellationToken)
     {

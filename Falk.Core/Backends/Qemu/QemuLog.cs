@@ -61,4 +61,7 @@ internal static partial class QemuLog
 
     [LoggerMessage(6018, LogLevel.Warning, "Machine {MachineId}: killed QEMU pid {Pid}, which was not the recorded process")]
     public static partial void StrayKilled(ILogger logger, string machineId, int pid);
+
+    [LoggerMessage(6019, LogLevel.Information, "Machine {MachineId}: guest {Change}")]
+    public static partial void PauseChanged(ILogger logger, string machineId, string change);
 }

@@ -25,7 +25,7 @@ internal sealed class QemuMachine(
     QemuImageVersions versions,
     QemuImg qemuImg,
     IProcessRunner runner,
-    ILogger logger) : IMachineInstance, ISnapshotSupport, ICommitSupport
+    ILogger logger) : IMachineInstance, ISnapshotSupport, ICommitSupport, IPauseReporting
 {
     /// <summary>How long QEMU gets to open its QMP socket after it starts.</summary>
     private static readonly TimeSpan QmpConnectTimeout = TimeSpan.FromSeconds(30);
@@ -48,10 +48,16 @@ internal sealed class QemuMachine(
     private string? _lastShutdownReason;
     private long _consoleStart;
     private bool _cleanedUp;
+    private volatile bool _paused;
 
     public string Overlay => overlay;
 
     public Task<MachineExit>? Exited { get; private set; }
+
+    /// <summary>Paused by someone else on a monitor of QEMU's (status <c>paused</c>), not by a snapshot or a shutdown.</summary>
+    public bool IsPaused => _paused;
+
+    public event EventHandler<bool>? PausedChanged;
 
     public string? Handle => JsonSerializer.Serialize(new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing));
 
@@ -66,6 +72,7 @@ internal sealed class QemuMachine(
             _process = null;
         }
 
+        _paused = false;
         File.Delete(_paths.QmpSocket);
         File.Delete(_paths.PidFile);
         _lastShutdownReason = null;
@@ -76,11 +83,7 @@ internal sealed class QemuMachine(
         {
             OwnProcessGroup = true,
             OnOutputLine = line => QemuLog.Output(logger, spec.MachineId, line),
-            Environment = new Dictionary<string, string?>
-            {
-                [QemuBackend.MachineIdVariable] = spec.MachineId,
-                [QemuBackend.InstanceVariable] = spec.InstanceId,
-            },
+            Environment = ProcessMarks.Environment(spec.MachineId, spec.InstanceId),
         };
         var process = new LaunchedQemu(runner.Start(processSpec));
         _process = process;
@@ -144,6 +147,7 @@ internal sealed class QemuMachine(
         _qmp = qmp;
         _consoleStart = File.Exists(spec.ConsoleLogPath) ? new FileInfo(spec.ConsoleLogPath).Length : 0;
         Exited = DescribeExitAsync(process);
+        _paused = await IsPausedAsync(qmp, cancellationToken).ConfigureAwait(false);
         _eventPump = PumpEventsAsync(qmp, process);
         QemuLog.Reattached(logger, spec.MachineId, pid, _paths.QmpSocket);
         return true;
@@ -271,11 +275,26 @@ internal sealed class QemuMachine(
         }
     }
 
+    public async Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken)
+    {
+        if (IsRunning)
+        {
+            await HumanMonitorAsync($"delvm {name}", cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await qemuImg.DeleteSnapshotAsync(overlay, name, cancellationToken).ConfigureAwait(false);
+        }
+
+        QemuLog.Snapshot(logger, spec.MachineId, name, "deleted", IsRunning ? "live" : "disk only");
+    }
+
     public async Task<CommitResult> CommitAsync(CancellationToken cancellationToken)
     {
         if (_process is { HasExited: false })
         {
-            throw new MachineStateConflictException(spec.MachineId, MachineState.Running, "commit", $"QEMU of machine {spec.MachineId} still runs: it must be off to commit its disk");
+            // The service stops a machine before it commits it; a QEMU still running here is this backend's failure.
+            throw new BackendOperationException($"QEMU of machine {spec.MachineId} still runs: it must be off to commit its disk");
         }
 
         var version = await versions.CommitAsync(overlay, spec.MachineId, cancellationToken).ConfigureAwait(false);
@@ -332,6 +351,39 @@ internal sealed class QemuMachine(
                 _lastShutdownReason = qmpEvent.Reason;
                 _ = QuitIfLingeringAsync(qmp, process, qmpEvent.Reason ?? "unknown reason");
             }
+            else if (qmpEvent.Name == QmpEvent.Stop)
+            {
+                // QEMU stops the guest itself for savevm/loadvm and on shutdown; only status "paused" is a pause from
+                // outside. Asked here, in event order, so a RESUME that follows is handled after this answer.
+                SetPaused(await IsPausedAsync(qmp, CancellationToken.None).ConfigureAwait(false));
+            }
+            else if (qmpEvent.Name == QmpEvent.Resume)
+            {
+                SetPaused(false);
+            }
+        }
+    }
+
+    private static async Task<bool> IsPausedAsync(QmpClient qmp, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return (await qmp.ExecuteAsync("query-status", cancellationToken).ConfigureAwait(false))?["status"]?.GetValue<string>() == "paused";
+        }
+        catch (Exception e) when (e is QmpErrorException or QmpConnectionException)
+        {
+            // QEMU is on its way out: not paused, ending.
+            return false;
+        }
+    }
+
+    private void SetPaused(bool paused)
+    {
+        if (_paused != paused)
+        {
+            _paused = paused;
+            QemuLog.PauseChanged(logger, spec.MachineId, paused ? "paused from outside Falk" : "running again");
+            PausedChanged?.Invoke(this, paused);
         }
     }
 

@@ -7,7 +7,7 @@ namespace Falk.Tests.Backends.Custom;
 public sealed class CustomBackendTests
 {
     [Fact(Timeout = 60_000)]
-    public async Task Commands_get_the_port_substituted_and_FALK_MANAGE_and_FALK_SSH_PORT_in_their_environment()
+    public async Task Commands_get_the_port_substituted_and_FALK_MANAGE_and_FALK_SSH_PORT_and_their_justin_names_in_their_environment()
     {
         var ct = TestContext.Current.CancellationToken;
         using var work = new TempDirectory();
@@ -15,7 +15,7 @@ public sealed class CustomBackendTests
         var daemon = await FalkDaemon.StartAsync($"""
             [env]
             type = custom
-            prepare = /bin/sh -c 'echo "prepare $FALK_SSH_PORT manage=[$FALK_MANAGE] arg=$0" >> {record}' {"{SSHPORT}"}
+            prepare = /bin/sh -c 'echo "prepare $FALK_SSH_PORT manage=[$FALK_MANAGE] arg=$0 justin=$JUSTIN_SSH_PORT/$JUSTIN_MANAGE" >> {record}' {"{SSHPORT}"}
             launch = /bin/sh -c 'echo "launch $FALK_SSH_PORT manage=[$FALK_MANAGE] arg=$0" >> {record}; exec sleep 1000' {"{SSHPORT}"}
             cleanup = /bin/sh -c 'echo "cleanup $FALK_SSH_PORT manage=[$FALK_MANAGE]" >> {record}'
             ssh_user = nobody
@@ -38,10 +38,10 @@ public sealed class CustomBackendTests
             await daemon.Client.DeleteMachineAsync(managed["id"]!.GetValue<string>(), ct);
 
             File.ReadAllLines(record).Should().Equal(
-                $"prepare {port} manage=[] arg={port}",
+                $"prepare {port} manage=[] arg={port} justin={port}/",
                 $"launch {port} manage=[] arg={port}",
                 $"cleanup {port} manage=[]",
-                $"prepare {managedPort} manage=[true] arg={managedPort}",
+                $"prepare {managedPort} manage=[true] arg={managedPort} justin={managedPort}/true",
                 $"cleanup {managedPort} manage=[true]");
         }
     }
@@ -76,6 +76,43 @@ public sealed class CustomBackendTests
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task Stop_escalates_to_SIGKILL_after_its_timeout_for_a_launch_that_ignores_SIGTERM()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var marker = Random.Shared.Next(100_000, 999_999);
+
+        // An ignored signal stays ignored across exec: this sleep shrugs off SIGTERM.
+        var daemon = await FalkDaemon.StartAsync($"""
+            [stubborn]
+            type = custom
+            launch = /bin/sh -c "trap '' TERM; exec sleep {marker}"
+            ssh_user = nobody
+            """, ct);
+        await using (daemon)
+        {
+            var id = (await daemon.Client.CreateAsync("stubborn", ct))["id"]!.GetValue<string>();
+            await daemon.Client.BootAsync(id, ct, "");
+            var pid = await Falk.Core.Waiting.Wait.UntilAsync(
+                _ => Task.FromResult(ProcessTable.WithArgument($"sleep {marker}") is [var one] ? Falk.Core.Waiting.ProbeOutcome.Done(one) : Falk.Core.Waiting.ProbeOutcome.NotYet<int>("not exec'd yet")),
+                TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(10), "the sleep that ignores SIGTERM", ct);
+            var ignored = File.ReadLines($"/proc/{pid}/status").Single(l => l.StartsWith("SigIgn:", StringComparison.Ordinal))["SigIgn:".Length..].Trim();
+            (ulong.Parse(ignored, System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture) & (1UL << 14))
+                .Should().NotBe(0UL, "SIGTERM (15) is bit 14 of the ignored-signals mask");
+
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            using var stop = await daemon.Client.PostJsonAsync($"v1/machines/{id}/stop", new { timeout_seconds = 2 }, ct);
+            var elapsed = started.Elapsed;
+
+            var stopped = await stop.JsonAsync(ct);
+            stop.StatusCode.Should().Be(HttpStatusCode.OK, stopped.ToJsonString());
+            stopped["state"]!.GetValue<string>().Should().Be("stopped");
+            elapsed.Should().BeGreaterThanOrEqualTo(TimeSpan.FromSeconds(2), "SIGTERM was ignored, so only the kill after the timeout ends it");
+            ProcessTable.WithArgument($"sleep {marker}").Should().BeEmpty("SIGKILL cannot be ignored");
+            await daemon.Client.DeleteMachineAsync(id, ct);
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task A_failing_prepare_is_502_with_exit_code_and_stderr_and_leaves_nothing()
     {
         var ct = TestContext.Current.CancellationToken;
@@ -97,6 +134,39 @@ public sealed class CustomBackendTests
             // The port was given back: with a range of one port, a second try gets the same answer, not 503.
             using var again = await daemon.Client.PostJsonAsync("v1/machines", new { template = "broken" }, ct);
             again.StatusCode.Should().Be(HttpStatusCode.BadGateway);
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
+    public async Task A_cleanup_that_hangs_is_killed_after_command_timeout_and_the_delete_says_so()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var marker = Random.Shared.Next(100_000, 999_999);
+        var daemon = await FalkDaemon.StartAsync($"""
+            [slowcleanup]
+            type = custom
+            launch = /bin/sleep 1000
+            cleanup = /bin/sleep {marker}
+            command_timeout = 1
+            ssh_user = nobody
+            """, ct);
+        await using (daemon)
+        {
+            var id = (await daemon.Client.CreateAsync("slowcleanup", ct))["id"]!.GetValue<string>();
+            await daemon.Client.BootAsync(id, ct, "");
+
+            var started = System.Diagnostics.Stopwatch.StartNew();
+            using var deleted = await daemon.Client.DeleteAsync($"v1/machines/{id}", ct);
+
+            var problem = await deleted.ShouldBeProblemAsync(HttpStatusCode.BadGateway, "backend-failed", ct);
+            problem["detail"]!.GetValue<string>().Should().Contain($"`/bin/sleep {marker}` did not finish within 1 s and was killed");
+            started.Elapsed.Should().BeGreaterThanOrEqualTo(TimeSpan.FromSeconds(1), "the cleanup ran until its timeout");
+            ProcessTable.WithArgument($"sleep {marker}").Should().BeEmpty("the cleanup was killed");
+            ProcessTable.WithArgument("sleep 1000").Where(p => Falk.Core.Unix.ProcessTree.EnvironmentValue(p, "FALK_MACHINE_ID") == id).Should().BeEmpty("the launch was stopped before the cleanup");
+            using var kept = await daemon.Client.GetAsync($"v1/machines/{id}", ct);
+            var machine = await kept.JsonAsync(ct);
+            machine["state"]!.GetValue<string>().Should().Be("failed", "the machine stays, failed, for a retried delete");
+            machine["last_error"]!.GetValue<string>().Should().Contain("did not finish within 1 s");
         }
     }
 

@@ -7,6 +7,38 @@ namespace Falk.Tests.Backends.Podman;
 public sealed class PodmanImageTests(PodmanFixture fixture) : IClassFixture<PodmanFixture>
 {
     [Fact(Timeout = 120_000)]
+    public async Task A_deleted_snapshot_is_gone_from_the_list_and_from_podman_and_the_machine_runs_on()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var podman = await fixture.StartDaemonAsync(ct);
+        var machine = await podman.Client.BootAsync((await podman.Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>(), ct);
+        var id = machine["id"]!.GetValue<string>();
+        var gone = $"gone{Random.Shared.Next(100_000, 999_999)}";
+        foreach (var name in new[] { gone, "kept" })
+        {
+            using var snapshot = await podman.Client.PostJsonAsync($"v1/machines/{id}/snapshots", new { name }, ct);
+            snapshot.StatusCode.Should().Be(HttpStatusCode.Created, await snapshot.Content.ReadAsStringAsync(ct));
+        }
+
+        var imagesOfGone = new[] { "images", "-q", "--filter", $"label=org.falk.snapshot={gone}" };
+        (await PodmanCli.RunAsync(imagesOfGone, ct)).Should().ContainSingle();
+
+        using (var deleted = await podman.Client.DeleteAsync($"v1/machines/{id}/snapshots/{gone}", ct))
+        {
+            deleted.StatusCode.Should().Be(HttpStatusCode.NoContent, await deleted.Content.ReadAsStringAsync(ct));
+        }
+
+        using (var list = await podman.Client.GetAsync($"v1/machines/{id}/snapshots", ct))
+        {
+            (await list.JsonAsync(ct)).AsArray().Select(s => s!["name"]!.GetValue<string>()).Should().Equal("kept");
+        }
+
+        (await PodmanCli.RunAsync(imagesOfGone, ct)).Should().BeEmpty();
+        (await PodmanSsh.RunAsync(machine, fixture.Image, "echo still here", ct)).Should().Be("still here");
+        await podman.Client.DeleteMachineAsync(id, ct);
+    }
+
+    [Fact(Timeout = 120_000)]
     public async Task A_restored_snapshot_no_longer_has_a_file_written_after_it_and_the_machine_keeps_its_id_and_port()
     {
         var ct = TestContext.Current.CancellationToken;

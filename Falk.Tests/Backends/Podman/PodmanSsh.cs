@@ -1,25 +1,11 @@
 using System.Text.Json.Nodes;
 using Falk.Tests.Fixtures;
-using Renci.SshNet;
 
 namespace Falk.Tests.Backends.Podman;
 
-/// <summary>Logs in to a machine as a CI job would: chantal's key, and only the host key the API gave.</summary>
+/// <summary>Logs in to a podman machine as chantal, trusting only the host key the API gave.</summary>
 internal static class PodmanSsh
 {
-    public static async Task<string> RunAsync(JsonNode machine, PodmanTestImage image, string commandText, CancellationToken ct)
-    {
-        var ssh = machine["ssh"]!;
-        var host = ssh["host"]!.GetValue<string>();
-        var port = ssh["port"]!.GetValue<int>();
-        var pinned = ssh["known_host_key"]!.GetValue<string>().Split(' ')[1];
-        var connection = new ConnectionInfo(host, port, PodmanTestImage.User,
-            new PrivateKeyAuthenticationMethod(PodmanTestImage.User, new PrivateKeyFile(image.ClientKeyPath)));
-        using var client = new SshClient(connection);
-        client.HostKeyReceived += (_, e) => e.CanTrust = Convert.ToBase64String(e.HostKey) == pinned;
-        await client.ConnectAsync(ct);
-        using var command = client.RunCommand(commandText);
-        command.ExitStatus.Should().Be(0, command.Error);
-        return command.Result.Trim();
-    }
+    public static Task<string> RunAsync(JsonNode machine, PodmanTestImage image, string commandText, CancellationToken ct) =>
+        MachineSsh.RunAsync(machine, PodmanTestImage.User, image.ClientKeyPath, commandText, ct);
 }

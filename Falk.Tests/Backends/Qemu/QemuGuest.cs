@@ -140,6 +140,9 @@ public sealed class QemuDaemonFixture : IAsyncLifetime
 
     public string BaseImage => Work.File("base.qcow2");
 
+    /// <summary>A second QMP monitor of the <c>monitored</c> template's QEMU: someone other than Falk at the controls.</summary>
+    public string OutsideMonitor => Work.File("outside.qmp");
+
     public string StateDirectory => Path.Combine(Daemon.Directory.Path, "state");
 
     public async ValueTask InitializeAsync()
@@ -149,6 +152,7 @@ public sealed class QemuDaemonFixture : IAsyncLifetime
         File.Copy(Guest.BaseImage, BaseImage);
         Daemon = await FalkDaemon.StartAsync(
             Guest.Template("guest", BaseImage) +
+            Guest.Template("monitored", BaseImage, Guest.Command() + $" -chardev socket,id=outside,path={OutsideMonitor},server=on,wait=off -mon chardev=outside,mode=control") +
             Guest.Template("panics", BaseImage, Guest.Command("console=ttyS0 root=/dev/vdz rw panic=-1 quiet")),
             ct);
     }

@@ -109,6 +109,8 @@ public sealed class QemuLifecycleTests(QemuDaemonFixture fixture) : IClassFixtur
         stopped["state"]!.GetValue<string>().Should().Be("stopped");
         watch.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(5));
         ProcessTable.WithArgument("falk-" + id).Should().BeEmpty();
+        fixture.Daemon.Output.Should().Contain($"Machine {id}: QEMU exited with code 0 (guest shutdown: host-qmp-quit)",
+            "QEMU quit on QMP's quit (its SHUTDOWN event says so, and it exited with 0), it was not killed");
         await Client.DeleteMachineAsync(id, ct);
     }
 

@@ -109,35 +109,21 @@ public sealed class QemuRecoveryTests
         var guest = await QemuGuest.BuildAsync(ct);
         using var work = new TempDirectory();
         var prefix = work.File("run");
-        var seed = Random.Shared.Next();
-        var random = new Random(seed);
         var daemon = await StartDaemonAsync(guest, work, extra: $"overlay_image = {prefix}", ct);
         await using (daemon)
         await using (KillLeftoversAtEnd(daemon))
         {
-            var stateDirectory = daemon.Directory.File("state");
-            var instance = InstanceOf(daemon);
-            for (var cycle = 0; cycle < 5; cycle++)
-            {
-                var lifecycle = LifecycleAsync(daemon.Client, ct);
-                // A lifecycle takes about a second: the kill lands in create, in boot, in delete or after it.
-                await Task.Delay(random.Next(0, 1_200), ct);
-                await daemon.SignalDaemonOnlyAsync(kill: true, ct);
-                await lifecycle;
-                await daemon.StartProcessAsync(ct);
-
-                await AssertNothingLeakedAsync(daemon.Client, stateDirectory, instance, work.Path, $"cycle {cycle}, seed {seed}", ct);
-
-                // Whatever was taken back is deleted, running or not: at most one TCG guest at a time.
-                foreach (var machine in await daemon.Client.ListAsync(ct))
+            // A lifecycle takes about a second: the kill lands in create, in boot, in delete or after it.
+            var (_, kills) = await KillChaos.RunAsync(daemon, new ChaosPlan("guest", Cycles: 8, KillsIn: cycle => cycle % 2 == 0, LatestKill: TimeSpan.FromMilliseconds(1_200), MinimumCompleted: 4,
+                AssertBackendOwnsOnlyAsync: (ids, because, _) =>
                 {
-                    await daemon.Client.DeleteMachineAsync(machine!["id"]!.GetValue<string>(), ct);
-                }
-            }
+                    Directory.GetFiles(work.Path, "run-*").Select(f => Path.GetFileNameWithoutExtension(f)["run-".Length..])
+                        .Should().BeSubsetOf(ids, $"every overlay belongs to a listed machine ({because})");
+                    return Task.CompletedTask;
+                }), ct);
 
-            ProcessTree.WithEnvironment("FALK_INSTANCE", instance).Should().BeEmpty();
-            Directory.GetFiles(work.Path, "run-*").Should().BeEmpty();
-            Directory.EnumerateDirectories(Path.Combine(stateDirectory, "machines")).Should().BeEmpty();
+            kills.Should().Be(4);
+            ProcessTree.WithEnvironment("FALK_INSTANCE", daemon.Instance).Should().BeEmpty();
         }
     }
 
@@ -148,47 +134,8 @@ public sealed class QemuRecoveryTests
         return FalkDaemon.StartAsync(guest.Template("guest", baseImage, extra: extra), ct, onShutdown: "keep");
     }
 
-    private static string InstanceOf(FalkDaemon daemon) =>
-        new Falk.Core.Config.DaemonOptions { StateDirectory = daemon.Directory.File("state") }.InstanceId;
-
     /// <summary>With keep, stopping the daemon at the end leaves its guests: they are killed here, pass or fail.</summary>
-    private static AsyncLeftoverKiller KillLeftoversAtEnd(FalkDaemon daemon) => new(InstanceOf(daemon));
-
-    /// <summary>create → boot → delete; a daemon killed half way makes any step fail, which is expected here.</summary>
-    private static async Task LifecycleAsync(HttpClient client, CancellationToken ct)
-    {
-        try
-        {
-            using var created = await client.PostJsonAsync("v1/machines", new { template = "guest" }, ct);
-            var id = (await created.JsonAsync(ct))["id"]!.GetValue<string>();
-            using var booted = await client.PostAsync($"v1/machines/{id}/boot", null, ct);
-            using var deleted = await client.DeleteAsync($"v1/machines/{id}", ct);
-        }
-        catch (Exception e) when (e is HttpRequestException or System.Text.Json.JsonException or IOException or NullReferenceException)
-        {
-            // The daemon died under the request.
-        }
-    }
-
-    /// <summary>Every QEMU and overlay this daemon made belongs to a machine it lists, and no two machines share a port.</summary>
-    private static async Task AssertNothingLeakedAsync(HttpClient client, string stateDirectory, string instance, string overlayFolder, string because, CancellationToken ct)
-    {
-        var machines = await client.ListAsync(ct);
-        var ids = machines.Select(m => m!["id"]!.GetValue<string>()).ToHashSet();
-        machines.Select(m => m!["ssh"]!["port"]!.GetValue<int>()).Should().OnlyHaveUniqueItems(because);
-        foreach (var pid in ProcessTree.WithEnvironment("FALK_INSTANCE", instance))
-        {
-            ids.Should().Contain(ProcessTree.EnvironmentValue(pid, "FALK_MACHINE_ID"), $"QEMU {pid} must belong to a listed machine ({because})");
-        }
-
-        Directory.GetFiles(overlayFolder, "run-*").Select(f => Path.GetFileNameWithoutExtension(f)["run-".Length..])
-            .Should().BeSubsetOf(ids, $"every overlay belongs to a listed machine ({because})");
-        var folders = Path.Combine(stateDirectory, "machines");
-        if (Directory.Exists(folders))
-        {
-            Directory.EnumerateDirectories(folders).Select(Path.GetFileName).Should().BeSubsetOf(ids, because);
-        }
-    }
+    private static AsyncLeftoverKiller KillLeftoversAtEnd(FalkDaemon daemon) => new(daemon.Instance);
 
     private static ulong SignalsIgnored(int pid)
     {

@@ -17,6 +17,11 @@ public sealed class QemuSnapshotTests(QemuDaemonFixture fixture) : IClassFixture
         var (id, port) = await BootAsync(ct);
         await fixture.Guest.SshAsync(port, "chantal", "echo before > /home/chantal/before", ct);
 
+        // A running process is state only memory holds: it must come back with the snapshot.
+        const string Sleeper = "ps | grep '[s]leep 7777' || echo none";
+        var sleeperPid = (await fixture.Guest.SshAsync(port, "chantal", "sleep 7777 </dev/null >/dev/null 2>&1 & echo $!", ct)).Trim();
+        (await fixture.Guest.SshAsync(port, "chantal", Sleeper, ct)).Should().Contain("sleep 7777");
+
         var snapshot = await PostOkAsync($"v1/machines/{id}/snapshots", new { name = "live1" }, HttpStatusCode.Created, ct);
         snapshot["name"]!.GetValue<string>().Should().Be("live1");
         snapshot["includes_memory"]!.GetValue<bool>().Should().BeTrue();
@@ -24,12 +29,21 @@ public sealed class QemuSnapshotTests(QemuDaemonFixture fixture) : IClassFixture
         snapshot["created_at"]!.GetValue<DateTimeOffset>().Should().BeCloseTo(DateTimeOffset.UtcNow, TimeSpan.FromMinutes(2));
 
         await fixture.Guest.SshAsync(port, "chantal", "echo after > /home/chantal/after && sync", ct);
+        await fixture.Guest.SshAsync(port, "chantal", $"kill {sleeperPid}; while kill -0 {sleeperPid} 2>/dev/null; do sleep 0.1; done; echo killed", ct);
+        (await fixture.Guest.SshAsync(port, "chantal", Sleeper, ct)).Should().NotContain("sleep 7777", "the process was ended after the snapshot");
         await PostOkAsync($"v1/machines/{id}/snapshots/live1/restore", null, HttpStatusCode.OK, ct);
+
+        (await fixture.Guest.SshAsync(port, "chantal", Sleeper, ct)).Should().Contain("sleep 7777", "restoring the memory brings the process back");
 
         var files = await fixture.Guest.SshAsync(port, "chantal", "ls /home/chantal", ct);
         files.Split('\n', StringSplitOptions.RemoveEmptyEntries).Should().Contain("before").And.NotContain("after");
         var list = (await Client.GetFromJsonNodeAsync($"v1/machines/{id}/snapshots", ct)).AsArray();
         list.Select(s => s!["name"]!.GetValue<string>()).Should().Equal("live1");
+
+        await PostOkAsync($"v1/machines/{id}/snapshots", new { name = "live2" }, HttpStatusCode.Created, ct);
+        await DeleteSnapshotAsync(id, "live1", HttpStatusCode.NoContent, ct);
+        (await Client.GetFromJsonNodeAsync($"v1/machines/{id}/snapshots", ct)).AsArray().Select(s => s!["name"]!.GetValue<string>()).Should().Equal("live2");
+        (await DeleteSnapshotAsync(id, "live1", HttpStatusCode.NotFound, ct))["type"]!.GetValue<string>().Should().EndWith("snapshot-not-found");
         await Client.DeleteMachineAsync(id, ct);
     }
 
@@ -50,6 +64,10 @@ public sealed class QemuSnapshotTests(QemuDaemonFixture fixture) : IClassFixture
         {
             await duplicate.ShouldBeProblemAsync(HttpStatusCode.Conflict, "snapshot-exists", ct);
         }
+
+        await PostOkAsync($"v1/machines/{id}/snapshots", new { name = "disk2" }, HttpStatusCode.Created, ct);
+        await DeleteSnapshotAsync(id, "disk2", HttpStatusCode.NoContent, ct);
+        (await Client.GetFromJsonNodeAsync($"v1/machines/{id}/snapshots", ct)).AsArray().Select(s => s!["name"]!.GetValue<string>()).Should().Equal("disk1");
 
         await Client.BootAsync(id, ct, "?wait=ssh&timeout=120");
         await fixture.Guest.SshAsync(port, "chantal", "rm /home/chantal/one && echo two > /home/chantal/two && sync", ct);
@@ -75,6 +93,14 @@ public sealed class QemuSnapshotTests(QemuDaemonFixture fixture) : IClassFixture
         var id = created["id"]!.GetValue<string>();
         await Client.BootAsync(id, ct, "?wait=ssh&timeout=120");
         return (id, created["ssh"]!["port"]!.GetValue<int>());
+    }
+
+    private async Task<JsonNode> DeleteSnapshotAsync(string id, string name, HttpStatusCode expected, CancellationToken ct)
+    {
+        using var response = await Client.DeleteAsync($"v1/machines/{id}/snapshots/{name}", ct);
+        var body = await response.Content.ReadAsStringAsync(ct);
+        response.StatusCode.Should().Be(expected, body);
+        return body.Length == 0 ? new JsonObject() : JsonNode.Parse(body)!;
     }
 
     private async Task<JsonNode> PostOkAsync(string path, object? body, HttpStatusCode expected, CancellationToken ct)

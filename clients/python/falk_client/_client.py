@@ -437,7 +437,7 @@ class Machine:
 
 
 class Snapshots:
-    """A machine's snapshots: ``await m.snapshots.list()``, ``.create(name)``, ``.restore(name)``."""
+    """A machine's snapshots: ``await m.snapshots.list()``, ``.create(name)``, ``.restore(name)``, ``.delete(name)``."""
 
     def __init__(self, machine: Machine) -> None:
         self._machine = machine
@@ -453,6 +453,10 @@ class Snapshots:
     async def restore(self, name: str) -> Machine:
         path = _machine_path(self._machine.id, "snapshots", quote(name, safe=""), "restore")
         return self._machine._update(await self._machine.client._json("POST", path))
+
+    async def delete(self, name: str) -> None:
+        """Deletes the snapshot; the machine itself is unchanged."""
+        await self._machine.client._json("DELETE", _machine_path(self._machine.id, "snapshots", quote(name, safe="")))
 
 
 def keep_lease(machine: Machine, seconds: int) -> asyncio.Task[None]:

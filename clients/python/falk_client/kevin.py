@@ -40,7 +40,8 @@ _T = TypeVar("_T")
 
 # The original's backend class names, as MachineList shows them.
 _BACKEND_CLASSES = {"custom": "Custom", "podman": "Podman", "qemu": "QEMU", "lxd": "LXD"}
-_RUNNING_STATES = frozenset({"booting", "running", "stopping"})
+# A guest paused at a QEMU monitor is still up: it has not ended.
+_RUNNING_STATES = frozenset({"booting", "running", "paused", "stopping"})
 
 
 class FalkError(errors.FalkError):

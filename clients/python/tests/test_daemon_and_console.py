@@ -43,3 +43,6 @@ async def test_snapshots_of_a_backend_without_them_are_a_conflict(client: FalkCl
         with pytest.raises(FalkConflict) as caught:
             await m.snapshots.create("before")
         assert caught.value.code == "not-supported"
+        with pytest.raises(FalkConflict) as caught:
+            await m.snapshots.delete("before")
+        assert caught.value.code == "not-supported"

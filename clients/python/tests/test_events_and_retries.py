@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator
 
-from falk_client import Event, FalkClient, FalkUnavailable
+from falk_client import Event, FalkClient, FalkUnavailable, Machine
 
 from .support import FaultyProxy, wait_until
 
@@ -34,8 +34,9 @@ async def test_the_event_stream_resumes_after_a_dropped_connection_without_losin
     async with FalkClient(proxy.path) as through_proxy:
         reference = Collector(client.events())
         resumed = Collector(through_proxy.events())
-        first = await client.create("sshd", lease_seconds=60)
-        await wait_until(lambda: _both_saw(reference, resumed, first.id, "created"), 10, "both subscribers seeing the first machine")
+        # A stream without Last-Event-ID starts at the next event: only once both subscribers have seen one is
+        # "the first machine" an event both can see (a fixed wait would race the subscriptions).
+        first = await _first_machine_both_see(client, reference, resumed)
 
         proxy.refusing = True
         proxy.cut()
@@ -122,3 +123,14 @@ async def _both_saw(a: Collector, b: Collector, machine_id: str, type: str) -> b
 
 async def _saw(c: Collector, machine_id: str, type: str) -> bool | None:
     return True if c.seen(machine_id, type) else None
+
+
+async def _first_machine_both_see(client: FalkClient, reference: Collector, resumed: Collector) -> Machine:
+    for _ in range(20):
+        machine = await client.create("sshd", lease_seconds=60)
+        try:
+            await wait_until(lambda: _both_saw(reference, resumed, machine.id, "created"), 2, "both subscribers seeing a machine")
+            return machine
+        except TimeoutError:
+            await machine.delete()
+    raise TimeoutError("the two event subscriptions never both saw a created machine")

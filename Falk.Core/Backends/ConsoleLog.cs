@@ -1,6 +1,9 @@
-namespace Falk.Core.Machines;
+namespace Falk.Core.Backends;
 
-/// <summary>A console log file (serial output, launch output) that can be read whole or followed as it grows.</summary>
+/// <summary>
+/// A console log file that backends which write one (QEMU's serial port, a custom launch's output) serve: read whole,
+/// or followed as it grows.
+/// </summary>
 public static class ConsoleLog
 {
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(200);

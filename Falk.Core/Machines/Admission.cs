@@ -1,0 +1,190 @@
+using Falk.Core.Config;
+
+namespace Falk.Core.Machines;
+
+/// <summary>How much of the daemon's capacity is in use.</summary>
+public sealed record CapacityView(int Machines, int MaxMachines, int PortsInUse, int PortsTotal);
+
+/// <summary>
+/// Admission of machines: the limits (max_machines, per template, per owner), the SSH port, and the one management
+/// machine per image (templates whose backend says they share an image share the claim). What a machine holds is an
+/// <see cref="AdmissionReservation"/>, given back exactly once.
+/// </summary>
+public sealed class Admission
+{
+    private static readonly TimeSpan RetryAfter = TimeSpan.FromSeconds(10);
+
+    private readonly FalkConfig _config;
+    private readonly PortAllocator _ports;
+    private readonly Dictionary<string, IMachineBackend> _backends;
+    private readonly Lock _lock = new();
+    private readonly Dictionary<string, (string MachineId, string Template)> _managementByImage = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _machinesByTemplate = new(StringComparer.Ordinal);
+    private readonly Dictionary<int, int> _machinesByOwner = [];
+    private int _machineCount;
+
+    public Admission(FalkConfig config, PortAllocator ports, IEnumerable<IMachineBackend> backends)
+    {
+        _config = config;
+        _ports = ports;
+        _backends = backends.ToDictionary(b => b.Type, StringComparer.Ordinal);
+    }
+
+    public CapacityView Capacity
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return new CapacityView(_machineCount, _config.Daemon.MaxMachines, _ports.InUseCount, _ports.Range.Count);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Admits a new machine of one of <paramref name="candidates"/> (the sections of a pool, or one section): the
+    /// least used section that has room in its own limits and whose management claim is free, in config order among
+    /// equals. Throws when none has (the last section's refusal), holding nothing then.
+    /// </summary>
+    internal AdmissionReservation Admit(IReadOnlyList<TemplateDefinition> candidates, int owner, bool manage, string machineId)
+    {
+        lock (_lock)
+        {
+            return TemplatePool.Pick(candidates, t => _machinesByTemplate.GetValueOrDefault(t.Id), t => AdmitOne(t, owner, manage, machineId)).Reserved;
+        }
+    }
+
+    /// <summary>Admits a machine of <paramref name="template"/> or throws; called under the lock.</summary>
+    private AdmissionReservation AdmitOne(TemplateDefinition template, int owner, bool manage, string machineId)
+    {
+        var image = manage ? ClaimManagement(template, machineId, check: true) : null;
+        if (_machineCount >= _config.Daemon.MaxMachines)
+        {
+            throw Refused(image, $"all {_config.Daemon.MaxMachines} machines are in use (max_machines)");
+        }
+
+        var ofTemplate = _machinesByTemplate.GetValueOrDefault(template.Id);
+        if (template.MaxMachines is { } templateLimit && ofTemplate >= templateLimit)
+        {
+            throw Refused(image, $"all {templateLimit} machines of template '{template.Id}' are in use (its max_machines)");
+        }
+
+        var ofOwner = _machinesByOwner.GetValueOrDefault(owner);
+        if (_config.Daemon.MaxMachinesPerOwner is { } ownerLimit && ofOwner >= ownerLimit && owner != Caller.Daemon.Uid)
+        {
+            throw Refused(image, $"uid {owner} already has {ofOwner} machines (max_machines_per_owner)");
+        }
+
+        int port;
+        if (template.SshPort is { } fixedPort)
+        {
+            if (!_ports.TryReserve(fixedPort))
+            {
+                throw Refused(image, $"template '{template.Id}' uses the fixed ssh_port {fixedPort}, which is in use");
+            }
+
+            port = fixedPort;
+        }
+        else
+        {
+            port = _ports.TryAllocate() ?? throw Refused(image, $"no free port in vm_ports {_ports.Range}");
+        }
+
+        return Count(template, owner, port, image, machineId);
+    }
+
+    /// <summary>Admits a machine taken back after a restart with the port it had, whatever the limits say now.</summary>
+    internal AdmissionReservation Readmit(TemplateDefinition template, int owner, bool manage, string machineId, int port)
+    {
+        lock (_lock)
+        {
+            _ports.Claim(port);
+            var image = manage ? ClaimManagement(template, machineId, check: false) : null;
+            return Count(template, owner, port, image, machineId);
+        }
+    }
+
+    private AdmissionReservation Count(TemplateDefinition template, int owner, int port, string? image, string machineId)
+    {
+        _machineCount++;
+        _machinesByTemplate[template.Id] = _machinesByTemplate.GetValueOrDefault(template.Id) + 1;
+        _machinesByOwner[owner] = _machinesByOwner.GetValueOrDefault(owner) + 1;
+        return new AdmissionReservation(this, template, owner, port, image, machineId);
+    }
+
+    /// <summary>One management machine per image: a second one would edit the same image.</summary>
+    private string ClaimManagement(TemplateDefinition template, string machineId, bool check)
+    {
+        var image = $"{template.Type}:{(_backends.TryGetValue(template.Type, out var backend) ? backend.ManagementScope(template) : template.Id)}";
+        if (check && _managementByImage.TryGetValue(image, out var holder))
+        {
+            throw new ManagementConflictException(holder.Template == template.Id
+                ? $"template '{template.Id}' already has a management machine ({holder.MachineId}); delete it first"
+                : $"template '{template.Id}' shares its image with template '{holder.Template}', which has a management machine ({holder.MachineId}); delete it first");
+        }
+
+        _managementByImage[image] = (machineId, template.Id);
+        return image;
+    }
+
+    private CapacityExhaustedException Refused(string? image, string message)
+    {
+        if (image is not null)
+        {
+            _managementByImage.Remove(image);
+        }
+
+        return new CapacityExhaustedException(message, RetryAfter);
+    }
+
+    internal void Release(AdmissionReservation reservation)
+    {
+        lock (_lock)
+        {
+            _ports.Release(reservation.Port);
+            _machineCount--;
+            _machinesByTemplate[reservation.Template.Id]--;
+            _machinesByOwner[reservation.Owner]--;
+            if (reservation.ManagedImage is { } image && _managementByImage.TryGetValue(image, out var holder) && holder.MachineId == reservation.MachineId)
+            {
+                _managementByImage.Remove(image);
+            }
+        }
+    }
+}
+
+/// <summary>What one machine holds of the daemon's capacity: a slot in each count, its port, maybe the management claim.</summary>
+public sealed class AdmissionReservation
+{
+    private readonly Admission _admission;
+    private int _released;
+
+    internal AdmissionReservation(Admission admission, TemplateDefinition template, int owner, int port, string? managedImage, string machineId)
+    {
+        _admission = admission;
+        Template = template;
+        Owner = owner;
+        Port = port;
+        ManagedImage = managedImage;
+        MachineId = machineId;
+    }
+
+    public int Port { get; }
+
+    internal TemplateDefinition Template { get; }
+
+    internal int Owner { get; }
+
+    internal string? ManagedImage { get; }
+
+    internal string MachineId { get; }
+
+    /// <summary>Gives everything back. Only the first call does anything.</summary>
+    internal void Release()
+    {
+        if (Interlocked.Exchange(ref _released, 1) == 0)
+        {
+            _admission.Release(this);
+        }
+    }
+}

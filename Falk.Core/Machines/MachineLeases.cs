@@ -1,0 +1,59 @@
+using System.Globalization;
+using Falk.Core.Config;
+using Microsoft.Extensions.Logging;
+
+namespace Falk.Core.Machines;
+
+/// <summary>Leases: how long a machine may live without a renewal, renewing them, and destroying the machines whose lease ran out.</summary>
+public sealed class MachineLeases(FalkConfig config, MachineTable table, MachineDestruction destruction, MachineTransitions transitions,
+    MachineEvents events, TimeProvider time, ILogger<MachineService> logger)
+{
+    /// <summary>A requested lease in seconds (null for the configured default), checked against max_lease_seconds.</summary>
+    internal TimeSpan Duration(int? seconds)
+    {
+        var max = config.Daemon.MaxLeaseSeconds;
+        return seconds switch
+        {
+            null => TimeSpan.FromSeconds(config.Daemon.DefaultLeaseSeconds),
+            < 1 => throw new InvalidRequestException("lease_seconds", $"lease_seconds must be from 1 to {max}, not {seconds}"),
+            _ when seconds > max => throw new InvalidRequestException("lease_seconds", $"lease_seconds must be from 1 to {max} (max_lease_seconds), not {seconds}"),
+            _ => TimeSpan.FromSeconds(seconds.Value),
+        };
+    }
+
+    /// <summary>Sets the machine's lease to end <paramref name="seconds"/> from now.</summary>
+    internal MachineView Renew(Machine machine, int seconds)
+    {
+        var lease = Duration(seconds);
+        DateTimeOffset expiresAt;
+        lock (machine.Sync)
+        {
+            MachineJobs.ThrowIfDeleting(machine);
+            machine.LeaseExpiresAt = expiresAt = time.GetUtcNow() + lease;
+            machine.LeaseExpiryReported = false;
+            transitions.Save(machine);
+        }
+
+        events.Publish(MachineEventTypes.LeaseRenewed, machine, detail: expiresAt.ToString("O", CultureInfo.InvariantCulture));
+        return machine.View();
+    }
+
+    /// <summary>Destroys, through the same path as DELETE, every machine whose lease has run out. Returns how many.</summary>
+    public async Task<int> DestroyExpiredAsync(CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow();
+        var expired = table.All.Where(m => m.View().LeaseExpiresAt <= now && !m.IsBeingDeleted).ToList();
+        foreach (var machine in expired)
+        {
+            if (!machine.LeaseExpiryReported)
+            {
+                machine.LeaseExpiryReported = true;
+                MachineLog.LeaseExpired(logger, machine.Id, machine.View().LeaseExpiresAt);
+                events.Publish(MachineEventTypes.LeaseExpired, machine);
+            }
+        }
+
+        await destruction.DestroyAllAsync(expired, cancellationToken).ConfigureAwait(false);
+        return expired.Count;
+    }
+}

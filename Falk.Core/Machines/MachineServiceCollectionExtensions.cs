@@ -1,0 +1,31 @@
+using Falk.Core.State;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Falk.Core.Machines;
+
+public static class MachineServiceCollectionExtensions
+{
+    /// <summary>
+    /// The machine service and its parts, and the hosted services that recover machines at start (applying
+    /// <c>on_shutdown</c> at stop) and reap expired leases. Needs the config, the backends, ports, SSH readiness and a
+    /// <see cref="TimeProvider"/>.
+    /// </summary>
+    public static IServiceCollection AddFalkMachines(this IServiceCollection services)
+    {
+        services.AddSingleton<MachineEvents>();
+        services.AddSingleton<MachineStore>();
+        services.AddSingleton<MachineTable>();
+        services.AddSingleton<Admission>();
+        services.AddSingleton<MachineTransitions>();
+        services.AddSingleton<MachineJobs>();
+        services.AddSingleton<IdempotentCreates>();
+        services.AddSingleton<MachineDestruction>();
+        services.AddSingleton<MachineImages>();
+        services.AddSingleton<MachineLeases>();
+        services.AddSingleton<MachineService>();
+        services.AddSingleton<MachineRecovery>();
+        services.AddHostedService(sp => sp.GetRequiredService<MachineRecovery>());
+        services.AddHostedService<LeaseReaper>();
+        return services;
+    }
+}
