@@ -71,6 +71,7 @@ builder.Services.AddFalkApi(accessPolicy);
 var app = builder.Build();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
+app.UseLiteralPaths();
 app.UsePeerAccess();
 app.UseSwagger();
 app.UseSwaggerUI();
