@@ -8,6 +8,7 @@ using Falk.Api.Hosting;
 using Falk.Core;
 using Falk.Core.Config;
 using Falk.Core.Machines;
+using Falk.Core.Ssh;
 using Microsoft.AspNetCore.Connections;
 
 namespace Falk.Api.Protocol;
@@ -406,21 +407,13 @@ internal sealed class ProtocolSession : IDisposable
     /// <summary>An address for the host: the client may resolve a name differently, an address it cannot.</summary>
     private static async Task<string> AddressOfAsync(string host)
     {
-        if (IPAddress.TryParse(host, out _))
-        {
-            return host;
-        }
-
         try
         {
-            var addresses = await Dns.GetHostAddressesAsync(host).ConfigureAwait(false);
-            var address = addresses.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork) ?? addresses.FirstOrDefault()
-                ?? throw new ProtocolFailure($"gaierror('{host} has no address')");
-            return address.ToString();
+            return (await SshHostAddress.ResolveAsync(host, CancellationToken.None).ConfigureAwait(false)).ToString();
         }
-        catch (SocketException e)
+        catch (BackendOperationException e)
         {
-            throw new ProtocolFailure($"gaierror({ProtocolMessages.Repr($"{host}: {e.Message}")})");
+            throw new ProtocolFailure($"gaierror({ProtocolMessages.Repr(e.Message)})");
         }
     }
 

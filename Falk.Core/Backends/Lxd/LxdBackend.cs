@@ -47,7 +47,7 @@ public sealed class LxdBackend : IMachineBackend
     public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
     {
         var options = (LxdTemplateOptions)spec.Template.BackendOptions;
-        var listen = spec.Template.SshHost == DynamicHost ? null : await ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
+        var listen = spec.Template.SshHost == DynamicHost ? null : await SshHostAddress.ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
         try
         {
             using (_store.BeginCreate())
@@ -257,26 +257,5 @@ public sealed class LxdBackend : IMachineBackend
         }
 
         return keys;
-    }
-
-    /// <summary>The address the proxy device listens on: <c>ssh_host</c> itself, or what its name resolves to (IPv4 first).</summary>
-    private static async Task<IPAddress> ResolveAsync(string host, CancellationToken cancellationToken)
-    {
-        if (IPAddress.TryParse(host, out var literal))
-        {
-            return literal;
-        }
-
-        try
-        {
-            var addresses = await Dns.GetHostAddressesAsync(host, cancellationToken).ConfigureAwait(false);
-            return addresses.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork)
-                ?? addresses.FirstOrDefault()
-                ?? throw new BackendOperationException($"ssh_host {host} resolves to no address");
-        }
-        catch (SocketException e)
-        {
-            throw new BackendOperationException($"ssh_host {host} cannot be resolved: {e.Message}", e);
-        }
     }
 }

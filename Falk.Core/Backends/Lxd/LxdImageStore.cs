@@ -42,7 +42,7 @@ public sealed class LxdImageStore(LxdClient client, string instance, ILogger log
     /// <summary>The image a new machine of <paramref name="template"/> starts from: how it is named and its fingerprint.</summary>
     public async Task<(string Reference, string Fingerprint)> CurrentAsync(TemplateDefinition template, CancellationToken cancellationToken)
     {
-        var alias = CurrentAlias(template.Name);
+        var alias = CurrentAlias(template.Id);
         if (await client.AliasTargetAsync(alias, cancellationToken).ConfigureAwait(false) is { } committed)
         {
             return (alias, committed);
@@ -102,12 +102,12 @@ public sealed class LxdImageStore(LxdClient client, string instance, ILogger log
         var fingerprint = await client.PublishAsync(instanceName, new Dictionary<string, string>
         {
             [InstanceProperty] = instance,
-            [TemplateProperty] = template.Name,
+            [TemplateProperty] = template.Id,
             [KindProperty] = VersionKind,
             [VersionProperty] = version,
             ["description"] = $"Falk template {template.Name} {version}",
         }, cancellationToken).ConfigureAwait(false);
-        var alias = CurrentAlias(template.Name);
+        var alias = CurrentAlias(template.Id);
         await client.SetAliasAsync(alias, fingerprint, $"Falk template {template.Name}: current version", cancellationToken).ConfigureAwait(false);
         LxdLog.TemplateSwitched(logger, machineId, template.Name, fingerprint, version, alias);
         await RemoveUnusedVersionsAsync(template, cancellationToken).ConfigureAwait(false);
@@ -125,13 +125,13 @@ public sealed class LxdImageStore(LxdClient client, string instance, ILogger log
             return;
         }
 
-        var current = await client.AliasTargetAsync(CurrentAlias(template.Name), cancellationToken).ConfigureAwait(false);
+        var current = await client.AliasTargetAsync(CurrentAlias(template.Id), cancellationToken).ConfigureAwait(false);
         var used = (await client.InstancesAsync(cancellationToken).ConfigureAwait(false))
             .Select(i => i.ConfigValue(LxdMarks.Image))
             .OfType<string>()
             .ToHashSet(StringComparer.Ordinal);
         var versions = (await client.ImagesAsync(cancellationToken).ConfigureAwait(false))
-            .Where(i => i.Property(InstanceProperty) == instance && i.Property(TemplateProperty) == template.Name && i.Property(KindProperty) == VersionKind);
+            .Where(i => i.Property(InstanceProperty) == instance && i.Property(TemplateProperty) == template.Id && i.Property(KindProperty) == VersionKind);
         foreach (var image in versions.Where(i => i.Fingerprint != current && !used.Contains(i.Fingerprint)))
         {
             try
@@ -181,7 +181,7 @@ public static class LxdMarks
         {
             [Instance] = instance,
             [Machine] = spec.MachineId,
-            [Template] = spec.Template.Name,
+            [Template] = spec.Template.Id,
             [Owner] = spec.OwnerUid.ToString(CultureInfo.InvariantCulture),
             [Manage] = spec.Manage ? "true" : "false",
             [Image] = fingerprint,

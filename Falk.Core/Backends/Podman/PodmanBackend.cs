@@ -4,6 +4,7 @@ using System.Text.Json;
 using Falk.Core.Backends.Podman.Engine;
 using Falk.Core.Config;
 using Falk.Core.Machines;
+using Falk.Core.Ssh;
 using Microsoft.Extensions.Logging;
 
 namespace Falk.Core.Backends.Podman;
@@ -45,7 +46,7 @@ public sealed class PodmanBackend : IMachineBackend
     public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
     {
         var options = (PodmanTemplateOptions)spec.Template.BackendOptions;
-        var address = await ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
+        var address = await SshHostAddress.ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
         try
         {
             using (_store.BeginCreate())
@@ -108,7 +109,7 @@ public sealed class PodmanBackend : IMachineBackend
                 return null;
             }
 
-            var address = await ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
+            var address = await SshHostAddress.ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
             var keys = spec.Template.KnownHostKeys.Count > 0 ? []
                 : recorded.HostKeys is { } lines ? lines.Select(l => Ssh.HostKey.TryParse(l, out _)).OfType<Ssh.HostKey>().ToList()
                 : await DiscoverHostKeysAsync(spec, status.Id, recorded.ImageId, cancellationToken).ConfigureAwait(false);
@@ -235,26 +236,5 @@ public sealed class PodmanBackend : IMachineBackend
         }
 
         return keys;
-    }
-
-    /// <summary>The address port 22 is published on: <c>ssh_host</c> itself, or what its name resolves to (IPv4 first).</summary>
-    private static async Task<IPAddress> ResolveAsync(string host, CancellationToken cancellationToken)
-    {
-        if (IPAddress.TryParse(host, out var literal))
-        {
-            return literal;
-        }
-
-        try
-        {
-            var addresses = await Dns.GetHostAddressesAsync(host, cancellationToken).ConfigureAwait(false);
-            return addresses.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork)
-                ?? addresses.FirstOrDefault()
-                ?? throw new BackendOperationException($"ssh_host {host} resolves to no address");
-        }
-        catch (SocketException e)
-        {
-            throw new BackendOperationException($"ssh_host {host} cannot be resolved: {e.Message}", e);
-        }
     }
 }
