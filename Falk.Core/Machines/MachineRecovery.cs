@@ -80,7 +80,11 @@ public sealed class MachineRecovery(FalkConfig config, IEnumerable<IMachineBacke
         }
 
         var known = table.Ids.Concat(keptRecords).ToHashSet(StringComparer.Ordinal);
-        foreach (var backend in _backends.Values)
+
+        // Only backends this daemon uses (a template or a record of theirs) are swept: an engine nobody configured
+        // (no LXD or Incus on the host, say) is not asked, and not warned about, at every start.
+        var typesInUse = config.Templates.Select(t => t.Type).Concat(store.All().Select(r => r.Type)).ToHashSet(StringComparer.Ordinal);
+        foreach (var backend in _backends.Values.Where(b => typesInUse.Contains(b.Type)))
         {
             await backend.RemoveOrphansAsync(known, cancellationToken).ConfigureAwait(false);
         }

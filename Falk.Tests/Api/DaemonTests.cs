@@ -79,6 +79,21 @@ public sealed class DaemonTests
     }
 
     [Fact(Timeout = 60_000)]
+    public async Task A_start_asks_no_engine_that_no_template_uses()
+    {
+        // Engines on sockets where nothing answers: a daemon with custom templates only must not sweep them.
+        var ct = TestContext.Current.CancellationToken;
+        using var nowhere = new TempDirectory();
+        var daemon = await FalkDaemon.StartAsync(Template, ct,
+            $"podman_socket = unix://{nowhere.File("podman.sock")}\nlxd_socket = {nowhere.File("lxd.sock")}\nincus_socket = {nowhere.File("incus.sock")}");
+        await using (daemon)
+        {
+            (await daemon.Client.GetStringAsync("healthz", ct)).Should().NotBeNull();
+            daemon.Output.Should().NotContain("unreachable").And.NotContain(nowhere.Path);
+        }
+    }
+
+    [Fact(Timeout = 60_000)]
     public async Task A_stale_socket_file_is_replaced_but_a_live_daemon_is_not()
     {
         var ct = TestContext.Current.CancellationToken;
