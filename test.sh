@@ -15,16 +15,12 @@ dotnet test Falk.slnx -c Release "$@" 2>&1 | tee "$log" || status=$?
 mypy_failed=0
 (cd clients/python && /usr/bin/python3 -m mypy --strict falk_client tests) || { status=1; mypy_failed=1; }
 (cd clients/python && FALK_PY_NO_BUILD=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider) 2>&1 | tee "$pylog" || status=$?
-# One plain closing line for readers that do not know Microsoft.Testing.Platform's summary.
-passed=$(sed -n 's/^ *succeeded: *\([0-9]*\).*/\1/p' "$log" | tail -1)
-failed=$(sed -n 's/^ *failed: *\([0-9]*\).*/\1/p' "$log" | tail -1)
-skipped=$(sed -n 's/^ *skipped: *\([0-9]*\).*/\1/p' "$log" | tail -1)
-py_summary=$(grep -E '^=* *[0-9]+ (passed|failed|skipped|error)' "$pylog" | tail -1)
-py_passed=$(grep -oE '[0-9]+ passed' <<<"$py_summary" | cut -d' ' -f1)
-py_failed=$(grep -oE '[0-9]+ (failed|errors?)' <<<"$py_summary" | awk '{ n += $1 } END { print n + 0 }')
-py_skipped=$(grep -oE '[0-9]+ skipped' <<<"$py_summary" | cut -d' ' -f1)
-passed=$(( ${passed:-0} + ${py_passed:-0} ))
-failed=$(( ${failed:-0} + ${py_failed:-0} + mypy_failed ))
-skipped=$(( ${skipped:-0} + ${py_skipped:-0} ))
+# One plain closing line for readers that do not know Microsoft.Testing.Platform's summary; it counts both suites.
+# (A count that is absent is 0: `|| true`, since grep finding nothing must not end the script under pipefail.)
+count() { local n; n=$(sed -n "s/^ *$1: *\([0-9]*\).*/\1/p" "$log" | tail -1 || true); echo "${n:-0}"; }
+py_count() { grep -E '^=* *[0-9]+ (passed|failed|skipped|errors?)' "$pylog" | tail -1 | grep -oE "[0-9]+ ($1)" | awk '{ n += $1 } END { print n + 0 }' || true; }
+passed=$(( $(count succeeded) + $(py_count passed) ))
+failed=$(( $(count failed) + $(py_count 'failed|errors?') + mypy_failed ))
+skipped=$(( $(count skipped) + $(py_count skipped) ))
 echo "Tests: ${passed} passed, ${failed} failed, ${skipped} skipped"
 exit "$status"
