@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Falk's whole test suite on a machine that has only the .NET SDK: installs the Debian packages the
-# tests drive (sshd, podman, QEMU), then runs every test. The test fixtures build their own images and
-# start their own services (falkd, podman's API service, QEMU guests) and remove them afterwards.
+# tests drive (sshd, podman, QEMU, LXD, Python 3 and its packages), then runs every .NET test and the Python
+# client's type check and tests. The fixtures build their own images and start their own services (falkd,
+# podman's API service, QEMU guests, the LXD daemon when it is not running) and remove what they make.
 set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/install-deps.sh
