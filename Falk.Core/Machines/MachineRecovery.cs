@@ -80,10 +80,9 @@ public sealed class MachineRecovery(FalkConfig config, IEnumerable<IMachineBacke
         }
 
         var known = table.Ids.Concat(keptRecords).ToHashSet(StringComparer.Ordinal);
-        foreach (var backend in _backends.Values)
-        {
-            await backend.RemoveOrphansAsync(known, cancellationToken).ConfigureAwait(false);
-        }
+        // Independent of each other (each its own processes, containers or instances): side by side, so a start waits for
+        // the slowest sweep, not the sum (an unreachable podman or Incus API costs its timeout once, not on top of the others).
+        await Task.WhenAll(_backends.Values.Select(b => b.RemoveOrphansAsync(known, cancellationToken))).ConfigureAwait(false);
 
         var machinesFolder = MachineSpecs.MachinesFolder(config);
         if (Directory.Exists(machinesFolder))
