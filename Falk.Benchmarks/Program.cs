@@ -10,6 +10,7 @@ var benchmarks = new Dictionary<string, Func<string[], CancellationToken, Task<i
     ["qemu"] = QemuBenchmark.RunAsync,
     ["protocol"] = ProtocolBenchmark.RunAsync,
     ["lxd"] = LxdBenchmark.RunAsync,
+    ["startup"] = StartupBenchmark.RunAsync,
 };
 
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var run))

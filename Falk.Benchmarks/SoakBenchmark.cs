@@ -66,7 +66,7 @@ public static class SoakBenchmark
         }
     }
 
-    private static async Task<bool> LifecycleAsync(HttpClient client, CancellationToken cancellationToken)
+    internal static async Task<bool> LifecycleAsync(HttpClient client, CancellationToken cancellationToken)
     {
         using var created = await client.PostAsJsonAsync("v1/machines", new { template = "sshd" }, cancellationToken);
         if (!created.IsSuccessStatusCode)
@@ -95,10 +95,8 @@ public static class SoakBenchmark
 
     private static void Report(string phase, int pid, int done, int failures, Stopwatch watch)
     {
-        var status = File.ReadAllLines($"/proc/{pid}/status");
-        long Field(string name) => long.Parse(status.First(l => l.StartsWith(name + ":", StringComparison.Ordinal)).Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
         var fds = Directory.GetFiles($"/proc/{pid}/fd").Length;
         var rate = done / Math.Max(watch.Elapsed.TotalSeconds, 0.001);
-        Console.WriteLine($"{phase,-34} {done,6} {failures,6} {fds,5} {Field("Threads"),7} {Field("VmRSS") / 1024.0,8:0.0} {rate,12:0.0}");
+        Console.WriteLine($"{phase,-34} {done,6} {failures,6} {fds,5} {ProcessFigures.Status(pid, "Threads"),7} {ProcessFigures.RssMiB(pid),8:0.0} {rate,12:0.0}");
     }
 }

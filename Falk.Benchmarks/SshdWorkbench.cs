@@ -36,27 +36,7 @@ internal sealed class SshdWorkbench : IAsyncDisposable
         var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
         try
         {
-            var hostKey = Path.Combine(work, "host_key");
-            await new ProcessRunner().RunAsync(new ProcessSpec(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey]), TimeSpan.FromSeconds(30), cancellationToken);
-            Directory.CreateDirectory("/run/sshd");
-            var sshdConfig = Path.Combine(work, "sshd_config");
-            await File.WriteAllTextAsync(sshdConfig, $"HostKey {hostKey}\nListenAddress 127.0.0.1\nPidFile none\nUsePAM no\n", cancellationToken);
-            var socket = Path.Combine(work, "falk.sock");
-            var config = Path.Combine(work, "falk.conf");
-            await File.WriteAllTextAsync(config, $"""
-                [falk]
-                control_socket = {socket}
-                state_dir = {Path.Combine(work, "state")}
-                vm_ports = {ports}
-                on_shutdown = destroy
-                [sshd]
-                type = custom
-                launch = /usr/sbin/sshd -D -e -p {"{SSHPORT}"} -f {sshdConfig}
-                ssh_user = root
-                ssh_host = 127.0.0.1
-                ssh_known_host_key_file = {hostKey}.pub
-                """, cancellationToken);
-
+            var (config, socket, hostKey, sshdConfig) = await WriteConfigAsync(work, ports, cancellationToken);
             var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(2));
             var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);
             var key = HostKey.TryParse(await File.ReadAllTextAsync(hostKey + ".pub", cancellationToken), out _)!;
@@ -67,6 +47,32 @@ internal sealed class SshdWorkbench : IAsyncDisposable
             Directory.Delete(work, recursive: true);
             throw;
         }
+    }
+
+    /// <summary>Writes the sshd host key, sshd_config and falk.conf into <paramref name="work"/>.</summary>
+    public static async Task<(string Config, string Socket, string HostKey, string SshdConfig)> WriteConfigAsync(string work, string ports, CancellationToken cancellationToken)
+    {
+        var hostKey = Path.Combine(work, "host_key");
+        await new ProcessRunner().RunAsync(new ProcessSpec(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey]), TimeSpan.FromSeconds(30), cancellationToken);
+        Directory.CreateDirectory("/run/sshd");
+        var sshdConfig = Path.Combine(work, "sshd_config");
+        await File.WriteAllTextAsync(sshdConfig, $"HostKey {hostKey}\nListenAddress 127.0.0.1\nPidFile none\nUsePAM no\n", cancellationToken);
+        var socket = Path.Combine(work, "falk.sock");
+        var config = Path.Combine(work, "falk.conf");
+        await File.WriteAllTextAsync(config, $"""
+            [falk]
+            control_socket = {socket}
+            state_dir = {Path.Combine(work, "state")}
+            vm_ports = {ports}
+            on_shutdown = destroy
+            [sshd]
+            type = custom
+            launch = /usr/sbin/sshd -D -e -p {"{SSHPORT}"} -f {sshdConfig}
+            ssh_user = root
+            ssh_host = 127.0.0.1
+            ssh_known_host_key_file = {hostKey}.pub
+            """, cancellationToken);
+        return (config, socket, hostKey, sshdConfig);
     }
 
     public async ValueTask DisposeAsync()

@@ -82,12 +82,12 @@ public sealed class MachineRecovery(FalkConfig config, IEnumerable<IMachineBacke
         var known = table.Ids.Concat(keptRecords).ToHashSet(StringComparer.Ordinal);
 
         // Only backends this daemon uses (a template or a record of theirs) are swept: an engine nobody configured
-        // (no LXD or Incus on the host, say) is not asked, and not warned about, at every start.
+        // (no LXD or Incus on the host, say) is not asked, and not warned about, at every start. The sweeps are
+        // independent of each other (each its own processes, containers or instances): side by side, so a start waits
+        // for the slowest, not the sum.
         var typesInUse = config.Templates.Select(t => t.Type).Concat(store.All().Select(r => r.Type)).ToHashSet(StringComparer.Ordinal);
-        foreach (var backend in _backends.Values.Where(b => typesInUse.Contains(b.Type)))
-        {
-            await backend.RemoveOrphansAsync(known, cancellationToken).ConfigureAwait(false);
-        }
+        await Task.WhenAll(_backends.Values.Where(b => typesInUse.Contains(b.Type)).Select(b => b.RemoveOrphansAsync(known, cancellationToken)))
+            .ConfigureAwait(false);
 
         var machinesFolder = MachineSpecs.MachinesFolder(config);
         if (Directory.Exists(machinesFolder))

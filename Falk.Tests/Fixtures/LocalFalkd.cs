@@ -11,9 +11,17 @@ public static class LocalFalkd
     public static string Executable => Path.Combine(AppContext.BaseDirectory, "falkd");
 
     /// <summary>Starts falkd and waits until <c>/healthz</c> answers on <paramref name="client"/>; the caller owns the process.</summary>
-    public static async Task<RunningProcess> StartAsync(string configPath, HttpClient client, Action<string>? onOutput, CancellationToken cancellationToken)
+    /// <param name="environment">Added to falkd's environment (e.g. <c>DOTNET_gcServer</c> for a benchmark's variant).</param>
+    /// <param name="executable">Another falkd build than the one next to the caller.</param>
+    /// <param name="poll">How often <c>/healthz</c> is asked; 50 ms unless given.</param>
+    public static async Task<RunningProcess> StartAsync(string configPath, HttpClient client, Action<string>? onOutput, CancellationToken cancellationToken,
+        IReadOnlyDictionary<string, string?>? environment = null, TimeSpan? poll = null, string? executable = null)
     {
-        var process = RunningProcess.Start(new ProcessSpec([Executable, "--config", configPath]) { OnOutputLine = onOutput });
+        var process = RunningProcess.Start(new ProcessSpec([executable ?? Executable, "--config", configPath])
+        {
+            OnOutputLine = onOutput,
+            Environment = environment ?? new Dictionary<string, string?>(),
+        });
         try
         {
             await Wait.UntilAsync(
@@ -34,7 +42,7 @@ public static class LocalFalkd
                         return ProbeOutcome.NotYet<bool>(e.Message);
                     }
                 },
-                TimeSpan.FromMilliseconds(50),
+                poll ?? TimeSpan.FromMilliseconds(50),
                 TimeSpan.FromSeconds(30),
                 "falkd answering",
                 cancellationToken).ConfigureAwait(false);

@@ -19,7 +19,17 @@ namespace Falk.Core.Backends.Custom;
 /// </summary>
 public sealed class CustomBackend(IProcessRunner runner, FalkConfig config, ILogger<CustomBackend> logger) : IMachineBackend
 {
+    /// <summary>
+    /// The processes as the recovery pass found them, read once for all recorded machines instead of once per machine
+    /// (100 gone machines took 100 scans of /proc, each reading every process's environment: seconds). Recovery runs
+    /// before the daemon takes requests, so nothing of a machine is launched meanwhile, and whatever a machine's
+    /// processes fork carries their marks or joins their session: a machine with nothing in the snapshot has nothing.
+    /// </summary>
+    private RecoveryProcesses? _recoverySnapshot;
+
     public string Type => CustomTemplateOptions.Descriptor.Type;
+
+    private RecoveryProcesses RecoverySnapshot() => _recoverySnapshot ??= RecoveryProcesses.Take(config.Daemon.InstanceId);
 
     public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
     {
@@ -41,7 +51,10 @@ public sealed class CustomBackend(IProcessRunner runner, FalkConfig config, ILog
         // The launch ended while the daemon was away (or never ran): nothing of the machine may run on, whether or not
         // it kept the marks. The record stays for a machine that was not running anyway.
         machine.Forget(launch);
-        await machine.KillAsync(cancellationToken).ConfigureAwait(false);
+        if (RecoverySnapshot().Holds(spec.MachineId, launch))
+        {
+            await machine.KillAsync(cancellationToken).ConfigureAwait(false);
+        }
         if (recordedState is MachineState.Prepared or MachineState.Stopped or MachineState.Failed)
         {
             return new ReattachedMachine(machine, Running: false);
@@ -54,6 +67,8 @@ public sealed class CustomBackend(IProcessRunner runner, FalkConfig config, ILog
 
     public async Task RemoveOrphansAsync(IReadOnlySet<string> knownMachineIds, CancellationToken cancellationToken)
     {
+        // Every recorded machine has been reattached or cleaned up: the next recovery looks afresh.
+        _recoverySnapshot = null;
         IReadOnlyList<MarkedProcess> Orphans() =>
             ProcessMarks.OfInstance(config.Daemon.InstanceId).Where(m => !knownMachineIds.Contains(m.MachineId)).ToList();
 
@@ -64,6 +79,16 @@ public sealed class CustomBackend(IProcessRunner runner, FalkConfig config, ILog
 
         await ProcessMarks.KillUntilGoneAsync(() => Orphans().Select(m => m.Process).ToList(), "processes of unknown machines to end", cancellationToken).ConfigureAwait(false);
     }
+}
+
+/// <summary>The processes alive when recovery began, and the machine each marked one names.</summary>
+internal sealed record RecoveryProcesses(IReadOnlyList<ProcessInfo> All, IReadOnlySet<string> MarkedMachines)
+{
+    public static RecoveryProcesses Take(string instanceId) =>
+        new(ProcessTree.All(), ProcessMarks.OfInstance(instanceId).Select(m => m.MachineId).ToHashSet(StringComparer.Ordinal));
+
+    /// <summary>Whether anything of machine <paramref name="machineId"/> ran: a process with its marks, or a member of its launch's group or session.</summary>
+    public bool Holds(string machineId, SessionMark? launch) => MarkedMachines.Contains(machineId) || launch?.Members(All).Count > 0;
 }
 
 /// <summary>What a custom machine needs to be found again: its launch's session and process group, and the leader's start time.</summary>
