@@ -85,4 +85,6 @@ app.RemoveControlSocketOnStop(config.Daemon);
 app.LogListening(config.Daemon);
 
 await app.RunAsync();
-return 0;
+
+// Non-zero when background work could not go on, so that a supervisor restarts the daemon.
+return app.Services.GetRequiredService<Falk.Core.Machines.DaemonFaults>().ExitCode;
