@@ -44,6 +44,7 @@ public sealed class ConsoleBoundsTests
             var console = await daemon.Client.GetStringAsync($"v1/machines/{id}/console", ct);
             console.Length.Should().BeLessThanOrEqualTo((int)Cap);
             console.Should().EndWith("\nthe-end\n").And.Contain("xxxxxxxx");
+            TestContext.Current.SendDiagnosticMessage($"falkd VmHWM {PeakRss(daemon.Process!.Pid) / 1024 / 1024} MiB; console log on disk {onDisk} bytes; console answer {console.Length} chars");
             PeakRss(daemon.Process!.Pid).Should().BeLessThan(MaxDaemonRssBytes, "falkd's peak RSS (VmHWM) stays bounded");
             await daemon.Client.DeleteMachineAsync(id, ct);
         }
