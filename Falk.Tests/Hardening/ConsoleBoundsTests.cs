@@ -17,6 +17,7 @@ public sealed class ConsoleBoundsTests
     public Task A_gigabyte_without_a_newline_keeps_falkd_and_the_console_log_small() =>
         PrintAndCheckAsync("head -c 1G /dev/zero | tr -c x x", TestContext.Current.CancellationToken);
 
+    // yes's "Broken pipe" goes to /dev/null: stderr is relayed beside stdout, in no fixed order with "the-end".
     [Fact(Timeout = 600_000)]
     public Task A_gigabyte_of_lines_keeps_falkd_and_the_console_log_small() =>
         PrintAndCheckAsync("yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx | head -c 1G", TestContext.Current.CancellationToken);
