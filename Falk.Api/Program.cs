@@ -84,5 +84,8 @@ app.MapEventEndpoints();
 app.RemoveControlSocketOnStop(config.Daemon);
 app.LogListening(config.Daemon);
 
+// Non-zero when background work could not go on, so that a supervisor restarts the daemon (taken before the run
+// ends, which disposes the services).
+var faults = app.Services.GetRequiredService<Falk.Core.Machines.DaemonFaults>();
 await app.RunAsync();
-return 0;
+return faults.ExitCode;

@@ -150,6 +150,7 @@ public static partial class ConfigLoader
             VmPorts = ports,
             MaxMachines = reader.Number("max_machines", 1, 10_000) ?? ports.Count,
             MaxMachinesPerOwner = reader.Number("max_machines_per_owner", 1, 10_000),
+            ConsoleMaxBytes = reader.Number("console_max_bytes", 1024 * 1024, int.MaxValue) ?? options.ConsoleMaxBytes,
             AllowedUsers = reader.List("allowed_users"),
             AllowedGroups = reader.List("allowed_groups"),
             AdminUsers = reader.List("admin_users"),

@@ -44,6 +44,12 @@ public sealed record DaemonOptions
     /// <summary>Machines one uid may have at once; null for no limit beyond <see cref="MaxMachines"/>.</summary>
     public int? MaxMachinesPerOwner { get; init; }
 
+    /// <summary>Default of <see cref="ConsoleMaxBytes"/>: 16 MiB.</summary>
+    public const long DefaultConsoleMaxBytes = 16L * 1024 * 1024;
+
+    /// <summary>The most one machine's console log (the part Falk writes) takes on disk; the newest output is kept.</summary>
+    public long ConsoleMaxBytes { get; init; } = DefaultConsoleMaxBytes;
+
     /// <summary>Lease of a machine whose create names none.</summary>
     public int DefaultLeaseSeconds { get; init; } = 3600;
 

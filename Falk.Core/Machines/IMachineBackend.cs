@@ -21,6 +21,9 @@ public sealed record MachineSpec(
 {
     /// <summary>Where backends that write a console log (serial port, launch output) put it.</summary>
     public string ConsoleLogPath => Path.Combine(WorkDirectory, "console.log");
+
+    /// <summary>The most a console log Falk writes may take on disk (with its rotated older part).</summary>
+    public long ConsoleMaxBytes { get; init; } = DaemonOptions.DefaultConsoleMaxBytes;
 }
 
 /// <summary>A point-in-time snapshot of a machine.</summary>

@@ -40,6 +40,11 @@ public sealed class MachineDestruction(MachineTable table, MachineTransitions tr
             {
                 await machine.Instance.KillAsync(CancellationToken.None).ConfigureAwait(false);
                 await machine.Instance.CleanupAsync(CancellationToken.None).ConfigureAwait(false);
+
+                // Its folder goes before its record: a folder that cannot be removed leaves a failed machine that
+                // still holds its port and slot, never one that is gone from the table but not from the disk.
+                RemoveWorkDirectory(machine.WorkDirectory);
+                transitions.Remove(machine);
             }
             catch (Exception e)
             {
@@ -47,7 +52,7 @@ public sealed class MachineDestruction(MachineTable table, MachineTransitions tr
                 lock (machine.Sync)
                 {
                     // Keep the record (and its port) so nothing is leaked unseen; a later delete retries.
-                    transitions.To(machine, MachineState.Failed, $"cleanup failed: {e.Message}");
+                    TryMarkFailed(machine, $"cleanup failed: {e.Message}");
                     machine.Deletion = null;
                 }
 
@@ -58,8 +63,6 @@ public sealed class MachineDestruction(MachineTable table, MachineTransitions tr
         }
 
         table.Remove(machine);
-        transitions.Remove(machine);
-        RemoveWorkDirectory(machine.WorkDirectory);
         machine.Reservation.Release();
         idempotency.Forget(machine);
         MachineLog.Deleted(logger, machine.Id);
@@ -75,11 +78,25 @@ public sealed class MachineDestruction(MachineTable table, MachineTransitions tr
             {
                 await DestroyAsync(machine, cancellationToken).ConfigureAwait(false);
             }
-            catch (FalkException)
+            catch (Exception e) when (e is not OperationCanceledException)
             {
                 // Logged by DestroyAsync; the machine stays failed with its record, for a later try.
             }
         })).ConfigureAwait(false);
+
+    private void TryMarkFailed(Machine machine, string error)
+    {
+        try
+        {
+            transitions.To(machine, MachineState.Failed, error);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // The state could not be saved (the database failed too): the machine is failed in memory, and its
+            // record on disk still names it, so a restart finds it again.
+            MachineLog.CleanupFailed(logger, machine.Id, e);
+        }
+    }
 
     internal static void RemoveWorkDirectory(string path)
     {

@@ -64,4 +64,13 @@ internal static partial class MachineLog
 
     [LoggerMessage(2009, LogLevel.Information, "Shutting down: destroying {Count} machines")]
     public static partial void DestroyingAll(ILogger logger, int count);
+
+    [LoggerMessage(2020, LogLevel.Error, "A lease reaper round failed; the next one runs in a second")]
+    public static partial void ReaperRoundFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(2021, LogLevel.Critical, "{What} cannot go on; falkd stops with a failure status so that its supervisor restarts it")]
+    public static partial void Unrecoverable(ILogger logger, string what, Exception exception);
+
+    [LoggerMessage(2022, LogLevel.Error, "Machine {MachineId}: watching for its end failed; it is marked failed")]
+    public static partial void ExitWatchFailed(ILogger logger, string machineId, Exception exception);
 }

@@ -132,5 +132,8 @@ internal static class MachineSpecs
     public static string WorkDirectoryOf(FalkConfig config, string id) => Path.Combine(MachinesFolder(config), id);
 
     public static MachineSpec Of(FalkConfig config, string id, TemplateDefinition template, bool manage, int port, int owner, IReadOnlyDictionary<string, string> labels) =>
-        new(id, template, manage, port, owner, labels, WorkDirectoryOf(config, id), config.Daemon.InstanceId);
+        new(id, template, manage, port, owner, labels, WorkDirectoryOf(config, id), config.Daemon.InstanceId)
+        {
+            ConsoleMaxBytes = config.Daemon.ConsoleMaxBytes,
+        };
 }

@@ -22,6 +22,7 @@ public static class MachineServiceCollectionExtensions
         services.AddSingleton<MachineDestruction>();
         services.AddSingleton<MachineImages>();
         services.AddSingleton<MachineLeases>();
+        services.AddSingleton<DaemonFaults>();
         services.AddSingleton<MachineService>();
         services.AddSingleton<MachineRecovery>();
         services.AddHostedService(sp => sp.GetRequiredService<MachineRecovery>());

@@ -101,8 +101,25 @@ public sealed class MachineTransitions(MachineStore store, MachineEvents events,
 
     private async Task WatchAsync(Machine machine, Task<MachineExit> exited)
     {
-        await exited.ConfigureAwait(false);
-        Exited(machine, exited);
+        try
+        {
+            await exited.ConfigureAwait(false);
+            Exited(machine, exited);
+        }
+        catch (Exception e)
+        {
+            // Nobody awaits this task: a backend whose exit watch broke, or a state that could not be saved, is logged
+            // and leaves the machine failed rather than silently running on as "running".
+            MachineLog.ExitWatchFailed(logger, machine.Id, e);
+            try
+            {
+                TryTo(machine, s => s is MachineState.Running or MachineState.Paused or MachineState.Booting, MachineState.Failed, $"watching for its end failed: {e.Message}");
+            }
+            catch (Exception saveFailure)
+            {
+                MachineLog.ExitWatchFailed(logger, machine.Id, saveFailure);
+            }
+        }
     }
 
     /// <summary>The machine ended: a clean end while running is "stopped", anything else while running or booting "failed".</summary>

@@ -13,7 +13,9 @@ public sealed class OutputTail(int capacity = 8192)
         lock (_lock)
         {
             _buffer.Append(line).Append('\n');
-            if (_buffer.Length > capacity)
+
+            // Trimmed once it holds twice what is kept, so that many short lines do not each move the whole buffer.
+            if (_buffer.Length > 2 * capacity)
             {
                 _buffer.Remove(0, _buffer.Length - capacity);
             }
@@ -26,7 +28,7 @@ public sealed class OutputTail(int capacity = 8192)
         string text;
         lock (_lock)
         {
-            text = _buffer.ToString();
+            text = _buffer.Length > capacity ? _buffer.ToString(_buffer.Length - capacity, capacity) : _buffer.ToString();
         }
 
         var lines = text.TrimEnd('\n').Split('\n');

@@ -14,8 +14,14 @@ public sealed record ProcessSpec(IReadOnlyList<string> Command)
     /// </summary>
     public bool OwnProcessGroup { get; init; }
 
-    /// <summary>Called with every line the process writes to stdout or stderr.</summary>
+    /// <summary>
+    /// Called with every line the process writes to stdout or stderr; a line longer than
+    /// <see cref="RunningProcess.MaxLineChars"/> is handed over in pieces of at most that length.
+    /// </summary>
     public Action<string>? OnOutputLine { get; init; }
+
+    /// <summary>Called when all output read so far has been handed to <see cref="OnOutputLine"/> (a moment to flush).</summary>
+    public Action? OnOutputRead { get; init; }
 
     public override string ToString() => CommandLine.Quote(Command);
 }

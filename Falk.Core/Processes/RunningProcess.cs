@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text;
 using Falk.Core.Unix;
 
 namespace Falk.Core.Processes;
@@ -30,9 +31,12 @@ public sealed class RunningProcess : IAsyncDisposable
         }
 
         _drain = Task.WhenAll(
-            DrainAsync(process.StandardOutput, Stdout, spec.OnOutputLine),
-            DrainAsync(process.StandardError, Stderr, spec.OnOutputLine));
+            DrainAsync(process.StandardOutput, Stdout, spec),
+            DrainAsync(process.StandardError, Stderr, spec));
     }
+
+    /// <summary>The longest line relayed whole: a process printing without newlines never grows the daemon's memory.</summary>
+    public const int MaxLineChars = 32 * 1024;
 
     public ProcessSpec Spec { get; }
 
@@ -199,14 +203,63 @@ public sealed class RunningProcess : IAsyncDisposable
         }
     }
 
-    private static async Task DrainAsync(StreamReader reader, OutputTail tail, Action<string>? onLine)
+    /// <summary>
+    /// Reads the stream in chunks and hands on its lines (without their '\n' or a trailing '\r'), a line longer than
+    /// <see cref="MaxLineChars"/> in pieces, so that what is held at once stays bounded whatever the process prints.
+    /// </summary>
+    private static async Task DrainAsync(StreamReader reader, OutputTail tail, ProcessSpec spec)
     {
+        var buffer = new char[16 * 1024];
+        var line = new StringBuilder();
+        void Emit()
+        {
+            if (line.Length > 0 && line[^1] == '\r')
+            {
+                line.Length--;
+            }
+
+            var text = line.ToString();
+            line.Clear();
+            tail.AppendLine(text);
+            spec.OnOutputLine?.Invoke(text);
+        }
+
         try
         {
-            while (await reader.ReadLineAsync().ConfigureAwait(false) is { } line)
+            int read;
+            while ((read = await reader.ReadAsync(buffer.AsMemory()).ConfigureAwait(false)) > 0)
             {
-                tail.AppendLine(line);
-                onLine?.Invoke(line);
+                var rest = buffer.AsSpan(0, read);
+                while (!rest.IsEmpty)
+                {
+                    var end = rest.IndexOf('\n');
+                    var length = end < 0 ? rest.Length : end;
+                    var room = MaxLineChars - line.Length;
+                    if (length > room)
+                    {
+                        line.Append(rest[..room]);
+                        Emit();
+                        rest = rest[room..];
+                        continue;
+                    }
+
+                    line.Append(rest[..length]);
+                    if (end < 0)
+                    {
+                        break;
+                    }
+
+                    Emit();
+                    rest = rest[(end + 1)..];
+                }
+
+                spec.OnOutputRead?.Invoke();
+            }
+
+            if (line.Length > 0)
+            {
+                Emit();
+                spec.OnOutputRead?.Invoke();
             }
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException)

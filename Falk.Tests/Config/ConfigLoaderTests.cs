@@ -160,6 +160,8 @@ public sealed class ConfigLoaderTests : IDisposable
     [InlineData("control_socket_permissions = 0x770", "[falk] control_socket_permissions: '0x770' is not an octal file mode")]
     [InlineData("control_socket_permissions = 779", "[falk] control_socket_permissions: '779' is not an octal file mode")]
     [InlineData("max_machines = lots", "[falk] max_machines: 'lots' is not a whole number")]
+    [InlineData("console_max_bytes = 1000", "[falk] console_max_bytes: '1000' is not a whole number from 1048576 to 2147483647")]
+    [InlineData("console_max_bytes = 16M", "[falk] console_max_bytes: '16M' is not a whole number")]
     public void A_bad_daemon_key_is_one_line_naming_file_section_and_key(string line, string expected)
     {
         var errors = Errors($"""

@@ -127,7 +127,7 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
     private RunningProcess? _launch;
     private SessionMark? _adopted;
     private SessionMark? _lastLaunch;
-    private StreamWriter? _console;
+    private ConsoleLogWriter? _console;
     private bool _cleanedUp;
 
     public CustomTemplateOptions Options { get; } = (CustomTemplateOptions)spec.Template.BackendOptions;
@@ -148,13 +148,14 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
 
         lock (_consoleLock)
         {
-            _console ??= new StreamWriter(new FileStream(spec.ConsoleLogPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite)) { AutoFlush = true };
+            _console ??= new ConsoleLogWriter(spec.ConsoleLogPath, spec.ConsoleMaxBytes);
         }
 
         var processSpec = Spec(Options.Launch) with
         {
             OwnProcessGroup = true,
             OnOutputLine = WriteConsole,
+            OnOutputRead = FlushConsole,
         };
         var launch = runner.Start(processSpec);
         _launch = launch;
@@ -258,6 +259,14 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
         lock (_consoleLock)
         {
             _console?.WriteLine(line);
+        }
+    }
+
+    private void FlushConsole()
+    {
+        lock (_consoleLock)
+        {
+            _console?.Flush();
         }
     }
 
