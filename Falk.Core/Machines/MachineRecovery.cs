@@ -42,7 +42,8 @@ public sealed class MachineRecovery(FalkConfig config, IEnumerable<IMachineBacke
     {
         // Machines whose record stays although they could not be taken back now: never swept as orphans.
         var keptRecords = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var record in store.All())
+        var records = store.All();
+        foreach (var record in records)
         {
             // Records name the section id; those of older daemons its name.
             var template = config.Templates.FirstOrDefault(t => t.Id == record.Template && t.Type == record.Type)
@@ -85,7 +86,7 @@ public sealed class MachineRecovery(FalkConfig config, IEnumerable<IMachineBacke
         // (no LXD or Incus on the host, say) is not asked, and not warned about, at every start. The sweeps are
         // independent of each other (each its own processes, containers or instances): side by side, so a start waits
         // for the slowest, not the sum.
-        var typesInUse = config.Templates.Select(t => t.Type).Concat(store.All().Select(r => r.Type)).ToHashSet(StringComparer.Ordinal);
+        var typesInUse = config.Templates.Select(t => t.Type).Concat(records.Select(r => r.Type)).ToHashSet(StringComparer.Ordinal);
         await Task.WhenAll(_backends.Values.Where(b => typesInUse.Contains(b.Type)).Select(b => b.RemoveOrphansAsync(known, cancellationToken)))
             .ConfigureAwait(false);
 
