@@ -59,8 +59,15 @@ public sealed class LeaseAndEventTests
             renewed.StatusCode.Should().Be(HttpStatusCode.OK);
             body["lease_expires_at"]!.GetValue<DateTimeOffset>().Should().BeCloseTo(DateTimeOffset.UtcNow.AddSeconds(300), TimeSpan.FromSeconds(5));
 
-            await Task.Delay(TimeSpan.FromSeconds(4), ct); // past the default lease: the renewal must hold
-            (await daemon.Client.ListAsync(ct)).Should().ContainSingle();
+            // A witness made after it on the default lease: once the reaper has taken the witness, it has been past the
+            // first machine's default lease too, so only the renewal can have kept that one. No fixed sleep.
+            var witness = (await daemon.Client.CreateAsync("sleeper", ct))["id"]!.GetValue<string>();
+            await Wait.UntilAsync(async probeCt =>
+            {
+                using var response = await daemon.Client.GetAsync($"v1/machines/{witness}", probeCt);
+                return response.StatusCode == HttpStatusCode.NotFound ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>($"witness answers {(int)response.StatusCode}");
+            }, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(15), "the witness's lease to be enforced", ct);
+            (await daemon.Client.ListAsync(ct)).Should().ContainSingle().Which!["id"]!.GetValue<string>().Should().Be(id);
 
             using var tooLong = await daemon.Client.PutAsJsonAsync($"v1/machines/{id}/lease", new { seconds = 601 }, ct);
             (await tooLong.ShouldBeProblemAsync(HttpStatusCode.BadRequest, "invalid-request", ct))["detail"]!.GetValue<string>().Should().Contain("max_lease_seconds");

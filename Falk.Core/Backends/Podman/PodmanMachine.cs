@@ -19,24 +19,21 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     private readonly MachineSpec _spec;
     private readonly ContainerSpec _containerSpec;
     private readonly IPodmanContainers _containers;
-    private readonly IPodmanImages _images;
     private readonly PodmanExitWatch _exits;
     private readonly PodmanImageStore _store;
+    private readonly PodmanServingContainer _serving;
+    private readonly PodmanSnapshots _snapshots;
+    private readonly PodmanEngineCalls _engine;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _watch = new();
     private readonly Lock _lock = new();
     private readonly bool _fromCommittedVersion;
 
-    // Guarded by _lock: the container now serving the machine, bumped with every replacement.
-    private string _containerId;
-    private int _generation;
-    private TaskCompletionSource? _replacement;
+    // Guarded by _lock: the output tail read when the container ended by itself.
     private string _outputTail = string.Empty;
 
-    // Set by stop and kill, so the watch does not read the output of an exit Falk caused; a snapshot made means
-    // cleanup has images to remove; a machine of a committed version may leave that version unused.
+    // Set by stop and kill, so the watch does not read the output of an exit Falk caused.
     private volatile bool _exitExpected;
-    private volatile bool _snapshotsMade;
 
     public PodmanMachine(MachineSpec spec, ContainerSpec containerSpec, string containerId, bool fromCommittedVersion,
         IReadOnlyList<HostKey> discoveredHostKeys, IPodmanContainers containers, IPodmanImages images, PodmanExitWatch exits, PodmanImageStore store, ILogger logger)
@@ -45,12 +42,13 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
         _fromCommittedVersion = fromCommittedVersion;
         _spec = spec;
         _containerSpec = containerSpec;
-        _containerId = containerId;
+        _serving = new PodmanServingContainer(containerId);
         DiscoveredHostKeys = discoveredHostKeys;
         _containers = containers;
-        _images = images;
         _store = store;
         _logger = logger;
+        _engine = new PodmanEngineCalls(spec.MachineId, logger);
+        _snapshots = new PodmanSnapshots(spec, containerSpec, _serving, containers, images, store.Naming, _engine, logger);
     }
 
     public IReadOnlyList<HostKey> DiscoveredHostKeys { get; }
@@ -58,7 +56,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     public Task<MachineExit>? Exited { get; private set; }
 
     /// <summary>The container now serving the machine and what a restart needs to rebuild this object around it.</summary>
-    public string? Handle => JsonSerializer.Serialize(new PodmanHandle(ContainerId, _containerSpec.Image, _fromCommittedVersion,
+    public string? Handle => JsonSerializer.Serialize(new PodmanHandle(_serving.Id, _containerSpec.Image, _fromCommittedVersion,
         DiscoveredHostKeys.Select(k => k.PublicKeyLine).ToList()));
 
     /// <summary>
@@ -67,27 +65,16 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     /// </summary>
     public void TakeBack(bool running)
     {
-        _snapshotsMade = true;
+        _snapshots.MayExist();
         if (running)
         {
             Exited = WatchAsync();
         }
     }
 
-    private string ContainerId
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _containerId;
-            }
-        }
-    }
-
     public async Task LaunchAsync(CancellationToken cancellationToken)
     {
-        var id = ContainerId;
+        var id = _serving.Id;
         _exitExpected = false;
         try
         {
@@ -109,9 +96,9 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     /// <summary>The engine's graceful stop (SIGTERM, SIGKILL after <paramref name="grace"/>), then a kill for anything left.</summary>
     public async Task StopAsync(TimeSpan grace, CancellationToken cancellationToken)
     {
-        var id = ContainerId;
+        var id = _serving.Id;
         _exitExpected = true;
-        await Engine("stop", async () =>
+        await _engine.RunAsync("stop", async () =>
         {
             await _containers.StopAsync(id, grace, cancellationToken).ConfigureAwait(false);
             await _containers.KillAsync(id, cancellationToken).ConfigureAwait(false);
@@ -120,16 +107,16 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
 
     public Task KillAsync(CancellationToken cancellationToken)
     {
-        var id = ContainerId;
+        var id = _serving.Id;
         _exitExpected = true;
-        return Engine("kill", () => _containers.KillAsync(id, cancellationToken));
+        return _engine.RunAsync("kill", () => _containers.KillAsync(id, cancellationToken));
     }
 
     /// <summary>Forced removal of the container (no graceful stop: the machine is thrown away), then of its snapshots.</summary>
     public async Task CleanupAsync(CancellationToken cancellationToken)
     {
-        var id = ContainerId;
-        await Engine("cleanup", async () =>
+        var id = _serving.Id;
+        await _engine.RunAsync("cleanup", async () =>
         {
             if (await _containers.RemoveAsync(id, cancellationToken).ConfigureAwait(false))
             {
@@ -137,13 +124,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
             }
 
             await _watch.CancelAsync().ConfigureAwait(false);
-            if (_snapshotsMade)
-            {
-                foreach (var snapshot in await SnapshotImagesAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    await _images.RemoveAsync(snapshot.Reference, force: true, cancellationToken).ConfigureAwait(false);
-                }
-            }
+            await _snapshots.RemoveAllAsync(cancellationToken).ConfigureAwait(false);
         }).ConfigureAwait(false);
 
         if (!_fromCommittedVersion && !_spec.Manage)
@@ -177,7 +158,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     /// </summary>
     public async Task CopyConsoleAsync(Stream destination, bool follow, CancellationToken cancellationToken)
     {
-        var id = ContainerId;
+        var id = _serving.Id;
         var exited = Exited;
         follow = follow && exited is not null && !exited.IsCompleted;
         await destination.FlushAsync(cancellationToken).ConfigureAwait(false);
@@ -189,7 +170,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
             _ = exited!.ContinueWith(_ => CancelSoon(stop), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             try
             {
-                await Engine("read the console of", async () =>
+                await _engine.RunAsync("read the console of", async () =>
                 {
                     using var logs = await _containers.LogsAsync(id, new ContainerLogQuery(Follow: true), stop.Token).ConfigureAwait(false);
                     sent = await logs.CopyToAsync(destination, 0, stop.Token).ConfigureAwait(false);
@@ -206,113 +187,30 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
             }
         }
 
-        await Engine("read the console of", async () =>
+        await _engine.RunAsync("read the console of", async () =>
         {
             using var logs = await _containers.LogsAsync(id, new ContainerLogQuery(Follow: false), cancellationToken).ConfigureAwait(false);
             await logs.CopyToAsync(destination, sent, cancellationToken).ConfigureAwait(false);
         }).ConfigureAwait(false);
     }
 
-    public async Task<SnapshotInfo> CreateSnapshotAsync(string name, CancellationToken cancellationToken)
-    {
-        var id = ContainerId;
-        var naming = _store.Naming;
-        _snapshotsMade = true;
-        return await Engine("snapshot", async () =>
-        {
-            var imageId = await _images.CommitAsync(id, naming.SnapshotRepository(_spec.MachineId), PodmanNaming.SnapshotTag(name), new Dictionary<string, string>
-            {
-                [PodmanLabels.Instance] = naming.Instance,
-                [PodmanLabels.Machine] = _spec.MachineId,
-                [PodmanLabels.Template] = _spec.Template.Id,
-                [PodmanLabels.ImageKind] = PodmanLabels.SnapshotKind,
-                [PodmanLabels.Snapshot] = name,
-            }, cancellationToken).ConfigureAwait(false);
-            PodmanLog.SnapshotCommitted(_logger, _spec.MachineId, name, imageId);
-            var made = (await SnapshotImagesAsync(cancellationToken).ConfigureAwait(false)).FirstOrDefault(s => s.Info.Name == name);
-            return made?.Info ?? new SnapshotInfo(name, DateTimeOffset.UtcNow, null, IncludesMemory: false);
-        }).ConfigureAwait(false);
-    }
+    public Task<SnapshotInfo> CreateSnapshotAsync(string name, CancellationToken cancellationToken) =>
+        _snapshots.CreateAsync(name, cancellationToken);
 
     public Task<IReadOnlyList<SnapshotInfo>> ListSnapshotsAsync(CancellationToken cancellationToken) =>
-        Engine<IReadOnlyList<SnapshotInfo>>("list snapshots", async () =>
-            (await SnapshotImagesAsync(cancellationToken).ConfigureAwait(false)).Select(s => s.Info).ToList());
+        _snapshots.ListAsync(cancellationToken);
 
-    /// <summary>
-    /// Replaces the container by one made from the snapshot, with the same name, labels and ports; a running machine
-    /// runs on, from the snapshot. The exit watch moves to the new container.
-    /// </summary>
-    public async Task RestoreSnapshotAsync(string name, CancellationToken cancellationToken)
-    {
-        await Engine("restore snapshot", async () =>
-        {
-            var snapshot = (await SnapshotImagesAsync(cancellationToken).ConfigureAwait(false)).FirstOrDefault(s => s.Info.Name == name)
-                ?? throw new SnapshotNotFoundException(_spec.MachineId, name);
-            var old = ContainerId;
-            var wasRunning = (await _containers.InspectAsync(old, cancellationToken).ConfigureAwait(false))?.Running == true;
+    /// <summary>Replaces the container by one made from the snapshot; the exit watch moves to the new container.</summary>
+    public Task RestoreSnapshotAsync(string name, CancellationToken cancellationToken) =>
+        _snapshots.RestoreAsync(name, cancellationToken);
 
-            var replacement = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            lock (_lock)
-            {
-                _replacement = replacement;
-                _generation++;
-            }
-
-            try
-            {
-                await _containers.RemoveAsync(old, cancellationToken).ConfigureAwait(false);
-                var created = await _containers.CreateAsync(_containerSpec with { Image = snapshot.ImageId }, cancellationToken).ConfigureAwait(false);
-                lock (_lock)
-                {
-                    _containerId = created;
-                }
-
-                if (wasRunning)
-                {
-                    await _containers.StartAsync(created, cancellationToken).ConfigureAwait(false);
-                }
-
-                PodmanLog.SnapshotRestored(_logger, _spec.MachineId, created, name);
-            }
-            finally
-            {
-                replacement.TrySetResult();
-            }
-        }).ConfigureAwait(false);
-    }
-
-    /// <summary>Removes the snapshot's image; podman refuses while the container runs from it (after a restore).</summary>
     public Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken) =>
-        Engine("delete snapshot", async () =>
-        {
-            var snapshot = (await SnapshotImagesAsync(cancellationToken).ConfigureAwait(false)).FirstOrDefault(s => s.Info.Name == name)
-                ?? throw new SnapshotNotFoundException(_spec.MachineId, name);
-            await _images.RemoveAsync(snapshot.Reference, force: false, cancellationToken).ConfigureAwait(false);
-        });
+        _snapshots.DeleteAsync(name, cancellationToken);
 
     public Task<CommitResult> CommitAsync(CancellationToken cancellationToken)
     {
-        var id = ContainerId;
-        return Engine("commit", () => _store.PublishAsync(id, _spec.MachineId, _spec.Template, cancellationToken));
-    }
-
-    private async Task<IReadOnlyList<SnapshotImage>> SnapshotImagesAsync(CancellationToken cancellationToken)
-    {
-        var repository = _store.Naming.SnapshotRepository(_spec.MachineId);
-        var images = await _images.ListAsync(new Dictionary<string, string>
-        {
-            [PodmanLabels.Instance] = _store.Naming.Instance,
-            [PodmanLabels.Machine] = _spec.MachineId,
-            [PodmanLabels.ImageKind] = PodmanLabels.SnapshotKind,
-        }, cancellationToken).ConfigureAwait(false);
-        return images
-            .Where(i => i.Labels.ContainsKey(PodmanLabels.Snapshot))
-            .Select(i => (Image: i, Name: i.Labels[PodmanLabels.Snapshot]))
-            .Select(x => (x.Image, x.Name, Reference: $"{repository}:{PodmanNaming.SnapshotTag(x.Name)}"))
-            .Where(x => x.Image.Tags.Contains(x.Reference))
-            .Select(x => new SnapshotImage(new SnapshotInfo(x.Name, x.Image.Created, x.Image.Size, IncludesMemory: false), x.Image.Id, x.Reference))
-            .OrderBy(s => s.Info.CreatedAt)
-            .ToList();
+        var id = _serving.Id;
+        return _engine.RunAsync("commit", () => _store.PublishAsync(id, _spec.MachineId, _spec.Template, cancellationToken));
     }
 
     /// <summary>
@@ -324,13 +222,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
         var token = _watch.Token;
         while (true)
         {
-            string id;
-            int generation;
-            lock (_lock)
-            {
-                id = _containerId;
-                generation = _generation;
-            }
+            var (id, generation) = _serving.Current;
 
             long? code;
             try
@@ -352,7 +244,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
                 continue;
             }
 
-            if (await ReplacedSinceAsync(generation).ConfigureAwait(false))
+            if (await _serving.ReplacedSinceAsync(generation).ConfigureAwait(false))
             {
                 continue;
             }
@@ -383,27 +275,6 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
             PodmanLog.Ended(_logger, _spec.MachineId, id, exit.Description);
             return exit;
         }
-    }
-
-    private async Task<bool> ReplacedSinceAsync(int generation)
-    {
-        TaskCompletionSource? replacement;
-        lock (_lock)
-        {
-            if (_generation == generation)
-            {
-                return false;
-            }
-
-            replacement = _replacement;
-        }
-
-        if (replacement is not null)
-        {
-            await replacement.Task.ConfigureAwait(false);
-        }
-
-        return true;
     }
 
     /// <summary>Waits until the engine answers again (true), or the machine is cleaned up (false).</summary>
@@ -478,28 +349,6 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
         }
     }
 
-    private async Task Engine(string operation, Func<Task> action) =>
-        await Engine<bool>(operation, async () =>
-        {
-            await action().ConfigureAwait(false);
-            return true;
-        }).ConfigureAwait(false);
-
-    /// <summary>An engine refusal becomes a <see cref="BackendOperationException"/> naming the machine and the operation.</summary>
-    private async Task<T> Engine<T>(string operation, Func<Task<T>> action)
-    {
-        try
-        {
-            return await action().ConfigureAwait(false);
-        }
-        catch (PodmanApiException e)
-        {
-            PodmanLog.OperationFailed(_logger, _spec.MachineId, operation, e.Message);
-            throw new BackendOperationException($"podman could not {operation} machine {_spec.MachineId}: {e.Message}", e);
-        }
-    }
-
-    private sealed record SnapshotImage(SnapshotInfo Info, string ImageId, string Reference);
 }
 
 /// <summary>

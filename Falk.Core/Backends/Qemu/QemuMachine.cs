@@ -1,7 +1,5 @@
 using System.Net.Sockets;
-using System.Text;
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using Falk.Core.Backends.Qemu.Qmp;
 using Falk.Core.Machines;
 using Falk.Core.Processes;
@@ -36,14 +34,13 @@ internal sealed class QemuMachine(
     /// <summary>How long QEMU gets to exit after <c>quit</c>, or after the guest shut down, before it is killed.</summary>
     private static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(5);
 
-    private const string PanicMarker = "Kernel panic";
-
     /// <summary>How long a QEMU taken back after a restart gets to answer on its QMP socket.</summary>
     private static readonly TimeSpan QmpReattachTimeout = TimeSpan.FromSeconds(15);
 
     private readonly QemuMachinePaths _paths = new(spec.WorkDirectory, spec.ConsoleLogPath);
+    private readonly QemuSnapshots _snapshots = new(spec.MachineId, overlay, qemuImg, logger);
     private QemuProcess? _process;
-    private QmpClient? _qmp;
+    private QemuMonitor? _monitor;
     private Task? _eventPump;
     private string? _lastShutdownReason;
     private long _consoleStart;
@@ -61,7 +58,8 @@ internal sealed class QemuMachine(
 
     public string? Handle => JsonSerializer.Serialize(new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing));
 
-    private bool IsRunning => _process is { HasExited: false } && _qmp is not null;
+    /// <summary>The monitor of the QEMU running the machine; null when none runs.</summary>
+    private QemuMonitor? RunningMonitor => _process is { HasExited: false } ? _monitor : null;
 
     public async Task LaunchAsync(CancellationToken cancellationToken)
     {
@@ -76,7 +74,7 @@ internal sealed class QemuMachine(
         File.Delete(_paths.QmpSocket);
         File.Delete(_paths.PidFile);
         _lastShutdownReason = null;
-        _consoleStart = File.Exists(spec.ConsoleLogPath) ? new FileInfo(spec.ConsoleLogPath).Length : 0;
+        _consoleStart = QemuExitReport.ConsoleLength(spec.ConsoleLogPath);
 
         var command = QemuCommandLine.Build(options, spec.MachineId, overlay, spec.SshPort, _paths);
         var processSpec = new ProcessSpec(command)
@@ -92,7 +90,7 @@ internal sealed class QemuMachine(
 
         try
         {
-            _qmp = await Wait.UntilAsync(
+            _monitor = await Wait.UntilAsync(
                 ct => TryConnectAsync(process, ct),
                 TimeSpan.FromMilliseconds(20),
                 QmpConnectTimeout,
@@ -107,13 +105,13 @@ internal sealed class QemuMachine(
         }
 
         QemuLog.QmpConnected(logger, spec.MachineId, _paths.QmpSocket);
-        _eventPump = PumpEventsAsync(_qmp, process);
+        _eventPump = PumpEventsAsync(_monitor, process);
 
         // A command with -S starts the guest paused (status "prelaunch"): a machine Falk boots is meant to run.
-        var status = (await ExecuteAsync("query-status", cancellationToken).ConfigureAwait(false))?["status"]?.GetValue<string>();
+        var status = (await _monitor.ExecuteAsync("query-status", cancellationToken).ConfigureAwait(false))?["status"]?.GetValue<string>();
         if (status is "prelaunch" or "paused")
         {
-            await ExecuteAsync("cont", cancellationToken).ConfigureAwait(false);
+            await _monitor.ExecuteAsync("cont", cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -144,11 +142,12 @@ internal sealed class QemuMachine(
 
         var process = new AdoptedQemu(pid, startTime);
         _process = process;
-        _qmp = qmp;
-        _consoleStart = File.Exists(spec.ConsoleLogPath) ? new FileInfo(spec.ConsoleLogPath).Length : 0;
+        var monitor = new QemuMonitor(qmp, spec.MachineId);
+        _monitor = monitor;
+        _consoleStart = QemuExitReport.ConsoleLength(spec.ConsoleLogPath);
         Exited = DescribeExitAsync(process);
-        _paused = await IsPausedAsync(qmp, cancellationToken).ConfigureAwait(false);
-        _eventPump = PumpEventsAsync(qmp, process);
+        _paused = await monitor.IsPausedAsync(cancellationToken).ConfigureAwait(false);
+        _eventPump = PumpEventsAsync(monitor, process);
         QemuLog.Reattached(logger, spec.MachineId, pid, _paths.QmpSocket);
         return true;
     }
@@ -172,7 +171,7 @@ internal sealed class QemuMachine(
                         return ProbeOutcome.Done(true);
                     }
 
-                    await TryExecuteAsync("system_powerdown", ct).ConfigureAwait(false);
+                    await TryMonitorAsync("system_powerdown", ct).ConfigureAwait(false);
                     return ProbeOutcome.NotYet<bool>("the guest has not powered off");
                 },
                 PowerdownRetryInterval,
@@ -220,7 +219,7 @@ internal sealed class QemuMachine(
     /// <summary>The end of the serial console, then what QEMU itself wrote (errors about its options, disks).</summary>
     public string OutputTail()
     {
-        var console = ConsoleTail();
+        var console = QemuExitReport.ConsoleTail(spec.ConsoleLogPath);
         var qemu = _process?.OutputTail(10) ?? string.Empty;
         return string.IsNullOrEmpty(qemu) ? console : string.IsNullOrEmpty(console) ? qemu : console + "\n" + qemu;
     }
@@ -228,66 +227,17 @@ internal sealed class QemuMachine(
     public Task CopyConsoleAsync(Stream destination, bool follow, CancellationToken cancellationToken) =>
         ConsoleLog.CopyAsync(spec.ConsoleLogPath, destination, follow, Exited, cancellationToken);
 
-    public async Task<SnapshotInfo> CreateSnapshotAsync(string name, CancellationToken cancellationToken)
-    {
-        if (IsRunning)
-        {
-            await HumanMonitorAsync($"savevm {name}", cancellationToken).ConfigureAwait(false);
-            QemuLog.Snapshot(logger, spec.MachineId, name, "taken", "live, with memory");
-        }
-        else
-        {
-            await qemuImg.CreateSnapshotAsync(overlay, name, cancellationToken).ConfigureAwait(false);
-            QemuLog.Snapshot(logger, spec.MachineId, name, "taken", "disk only");
-        }
+    public Task<SnapshotInfo> CreateSnapshotAsync(string name, CancellationToken cancellationToken) =>
+        _snapshots.CreateAsync(name, RunningMonitor, cancellationToken);
 
-        var snapshots = await ListSnapshotsAsync(cancellationToken).ConfigureAwait(false);
-        return snapshots.LastOrDefault(s => s.Name == name)
-            ?? throw new BackendOperationException($"snapshot {name} of machine {spec.MachineId} was taken but is not listed");
-    }
+    public Task<IReadOnlyList<SnapshotInfo>> ListSnapshotsAsync(CancellationToken cancellationToken) =>
+        _snapshots.ListAsync(RunningMonitor, cancellationToken);
 
-    public async Task<IReadOnlyList<SnapshotInfo>> ListSnapshotsAsync(CancellationToken cancellationToken)
-    {
-        if (!IsRunning)
-        {
-            return await qemuImg.ListSnapshotsAsync(overlay, cancellationToken).ConfigureAwait(false);
-        }
+    public Task RestoreSnapshotAsync(string name, CancellationToken cancellationToken) =>
+        _snapshots.RestoreAsync(name, RunningMonitor, cancellationToken);
 
-        // While QEMU has the overlay open, it is the one to ask.
-        var blocks = await ExecuteAsync("query-block", cancellationToken).ConfigureAwait(false) as JsonArray;
-        var image = blocks?.OfType<JsonObject>()
-            .Select(b => b["inserted"]?["image"] as JsonObject)
-            .FirstOrDefault(i => i?["filename"]?.GetValue<string>() == overlay);
-        return QemuImg.ParseSnapshots(image?["snapshots"] as JsonArray);
-    }
-
-    public async Task RestoreSnapshotAsync(string name, CancellationToken cancellationToken)
-    {
-        if (IsRunning)
-        {
-            await HumanMonitorAsync($"loadvm {name}", cancellationToken).ConfigureAwait(false);
-            QemuLog.Snapshot(logger, spec.MachineId, name, "restored", "live");
-        }
-        else
-        {
-            await qemuImg.ApplySnapshotAsync(overlay, name, cancellationToken).ConfigureAwait(false);
-            QemuLog.Snapshot(logger, spec.MachineId, name, "restored", "disk only");
-        }
-    }
-
-    public async Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken)
-    {
-        if (IsRunning)
-        {
-            await HumanMonitorAsync($"delvm {name}", cancellationToken).ConfigureAwait(false);
-        }
-        else
-        {
-            await qemuImg.DeleteSnapshotAsync(overlay, name, cancellationToken).ConfigureAwait(false);
-        }
-
-        QemuLog.Snapshot(logger, spec.MachineId, name, "deleted", IsRunning ? "live" : "disk only");
-    }
+    public Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken) =>
+        _snapshots.DeleteAsync(name, RunningMonitor, cancellationToken);
 
     public async Task<CommitResult> CommitAsync(CancellationToken cancellationToken)
     {
@@ -301,14 +251,14 @@ internal sealed class QemuMachine(
         return new CommitResult(version);
     }
 
-    private async Task<QmpClient> ConnectQmpAsync(CancellationToken cancellationToken)
+    private async Task<QemuMonitor> ConnectQmpAsync(CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(QmpConnectTimeout);
-        return await QmpClient.ConnectAsync(_paths.QmpSocket, timeout.Token).ConfigureAwait(false);
+        return new QemuMonitor(await QmpClient.ConnectAsync(_paths.QmpSocket, timeout.Token).ConfigureAwait(false), spec.MachineId);
     }
 
-    private async Task<ProbeOutcome<QmpClient>> TryConnectAsync(QemuProcess process, CancellationToken cancellationToken)
+    private async Task<ProbeOutcome<QemuMonitor>> TryConnectAsync(QemuProcess process, CancellationToken cancellationToken)
     {
         if (process.HasExited)
         {
@@ -318,7 +268,7 @@ internal sealed class QemuMachine(
 
         if (!File.Exists(_paths.QmpSocket))
         {
-            return ProbeOutcome.NotYet<QmpClient>("no QMP socket yet");
+            return ProbeOutcome.NotYet<QemuMonitor>("no QMP socket yet");
         }
 
         try
@@ -327,12 +277,12 @@ internal sealed class QemuMachine(
         }
         catch (SocketException e)
         {
-            return ProbeOutcome.NotYet<QmpClient>(e.Message);
+            return ProbeOutcome.NotYet<QemuMonitor>(e.Message);
         }
         catch (QmpConnectionException e)
         {
             // QEMU closed the socket while greeting: most likely it is exiting, which the next look reports.
-            return ProbeOutcome.NotYet<QmpClient>(e.Message);
+            return ProbeOutcome.NotYet<QemuMonitor>(e.Message);
         }
         catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
         {
@@ -341,39 +291,26 @@ internal sealed class QemuMachine(
     }
 
     /// <summary>Logs events, and quits a QEMU that stays up after its guest shut down (a command with <c>-no-shutdown</c>).</summary>
-    private async Task PumpEventsAsync(QmpClient qmp, QemuProcess process)
+    private async Task PumpEventsAsync(QemuMonitor monitor, QemuProcess process)
     {
-        await foreach (var qmpEvent in qmp.Events.ReadAllAsync().ConfigureAwait(false))
+        await foreach (var qmpEvent in monitor.Events.ReadAllAsync().ConfigureAwait(false))
         {
             QemuLog.QmpEvent(logger, spec.MachineId, qmpEvent.Name, qmpEvent.Data?.ToJsonString() ?? string.Empty);
             if (qmpEvent.Name == QmpEvent.Shutdown)
             {
                 _lastShutdownReason = qmpEvent.Reason;
-                _ = QuitIfLingeringAsync(qmp, process, qmpEvent.Reason ?? "unknown reason");
+                _ = QuitIfLingeringAsync(monitor, process, qmpEvent.Reason ?? "unknown reason");
             }
             else if (qmpEvent.Name == QmpEvent.Stop)
             {
                 // QEMU stops the guest itself for savevm/loadvm and on shutdown; only status "paused" is a pause from
                 // outside. Asked here, in event order, so a RESUME that follows is handled after this answer.
-                SetPaused(await IsPausedAsync(qmp, CancellationToken.None).ConfigureAwait(false));
+                SetPaused(await monitor.IsPausedAsync(CancellationToken.None).ConfigureAwait(false));
             }
             else if (qmpEvent.Name == QmpEvent.Resume)
             {
                 SetPaused(false);
             }
-        }
-    }
-
-    private static async Task<bool> IsPausedAsync(QmpClient qmp, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return (await qmp.ExecuteAsync("query-status", cancellationToken).ConfigureAwait(false))?["status"]?.GetValue<string>() == "paused";
-        }
-        catch (Exception e) when (e is QmpErrorException or QmpConnectionException)
-        {
-            // QEMU is on its way out: not paused, ending.
-            return false;
         }
     }
 
@@ -387,7 +324,7 @@ internal sealed class QemuMachine(
         }
     }
 
-    private async Task QuitIfLingeringAsync(QmpClient qmp, QemuProcess process, string reason)
+    private async Task QuitIfLingeringAsync(QemuMonitor monitor, QemuProcess process, string reason)
     {
         try
         {
@@ -395,17 +332,17 @@ internal sealed class QemuMachine(
         }
         catch (TimeoutException)
         {
-            if (ReferenceEquals(_qmp, qmp) && !process.HasExited)
+            if (ReferenceEquals(_monitor, monitor) && !process.HasExited)
             {
                 QemuLog.QuitAfterShutdown(logger, spec.MachineId, reason);
-                await TryExecuteAsync("quit", CancellationToken.None).ConfigureAwait(false);
+                await TryMonitorAsync("quit", CancellationToken.None).ConfigureAwait(false);
             }
         }
     }
 
     private async Task QuitOrKillAsync(QemuProcess process, CancellationToken cancellationToken)
     {
-        await TryExecuteAsync("quit", cancellationToken).ConfigureAwait(false);
+        await TryMonitorAsync("quit", cancellationToken).ConfigureAwait(false);
         try
         {
             await process.Exited.WaitAsync(QuitTimeout, cancellationToken).ConfigureAwait(false);
@@ -417,63 +354,16 @@ internal sealed class QemuMachine(
         }
     }
 
-    private async Task<JsonNode?> ExecuteAsync(string command, CancellationToken cancellationToken)
-    {
-        var qmp = _qmp ?? throw new BackendOperationException($"machine {spec.MachineId} has no QMP connection");
-        try
-        {
-            return await qmp.ExecuteAsync(command, cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is QmpErrorException or QmpConnectionException)
-        {
-            throw new BackendOperationException($"machine {spec.MachineId}: {e.Message}", e);
-        }
-    }
-
-    /// <summary>A command whose failure is expected when QEMU is on its way out (powerdown, quit).</summary>
-    private async Task TryExecuteAsync(string command, CancellationToken cancellationToken)
-    {
-        if (_qmp is not { } qmp)
-        {
-            return;
-        }
-
-        try
-        {
-            await qmp.ExecuteAsync(command, cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is QmpErrorException or QmpConnectionException)
-        {
-            // QEMU is exiting or already gone; the process exit tells.
-        }
-    }
-
-    /// <summary>HMP reports failures as text: a command that prints anything failed.</summary>
-    private async Task HumanMonitorAsync(string commandLine, CancellationToken cancellationToken)
-    {
-        var qmp = _qmp ?? throw new BackendOperationException($"machine {spec.MachineId} has no QMP connection");
-        string output;
-        try
-        {
-            output = await qmp.HumanMonitorCommandAsync(commandLine, cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is QmpErrorException or QmpConnectionException)
-        {
-            throw new BackendOperationException($"machine {spec.MachineId}: {commandLine}: {e.Message}", e);
-        }
-
-        if (!string.IsNullOrWhiteSpace(output))
-        {
-            throw new BackendOperationException($"machine {spec.MachineId}: {commandLine} failed: {output.Trim()}");
-        }
-    }
+    /// <summary>A command that may fail because QEMU is on its way out; nothing to do without a monitor.</summary>
+    private Task TryMonitorAsync(string command, CancellationToken cancellationToken) =>
+        _monitor is { } monitor ? monitor.TryExecuteAsync(command, cancellationToken) : Task.CompletedTask;
 
     private async Task DisconnectAsync()
     {
-        if (_qmp is not null)
+        if (_monitor is not null)
         {
-            await _qmp.DisposeAsync().ConfigureAwait(false);
-            _qmp = null;
+            await _monitor.DisposeAsync().ConfigureAwait(false);
+            _monitor = null;
         }
 
         if (_eventPump is not null)
@@ -488,83 +378,10 @@ internal sealed class QemuMachine(
         var code = await process.Exited.ConfigureAwait(false);
         await process.WaitForOutputAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
 
-        var tail = OutputTail();
-        MachineExit exit;
-        if (code is null)
-        {
-            // Taken back after a restart, so not our child: the exit code is gone, but QMP told why it went.
-            exit = FindPanic() is { } panic ? new MachineExit(null, "the guest kernel panicked", panic + "\n…\n" + tail)
-                : _lastShutdownReason is null or "guest-panic" ? new MachineExit(null, $"QEMU ended{(_lastShutdownReason is null ? string.Empty : " (" + _lastShutdownReason + ")")}; its exit code is not known after a daemon restart", tail)
-                : new MachineExit(0, $"QEMU ended after a shutdown ({_lastShutdownReason})", tail);
-        }
-        else if (code > 128)
-        {
-            exit = new MachineExit(code, $"QEMU was ended by signal {code - 128} (exit code {code})", tail);
-        }
-        else if (code != 0)
-        {
-            exit = new MachineExit(code, $"QEMU exited with code {code}", tail);
-        }
-        else if (FindPanic() is { } panic)
-        {
-            // QEMU ends with 0 after a panic with -no-reboot: the exit code cannot tell, the console can.
-            // No exit code, so the machine counts as failed, not stopped. The panic line is above the stack trace.
-            exit = new MachineExit(null, "the guest kernel panicked (QEMU exited with code 0)", panic + "\n…\n" + tail);
-        }
-        else if (_lastShutdownReason == "guest-panic")
-        {
-            exit = new MachineExit(null, "the guest panicked (QEMU exited with code 0)", tail);
-        }
-        else
-        {
-            exit = new MachineExit(0, $"QEMU exited with code 0 (guest shutdown{(_lastShutdownReason is null ? string.Empty : ": " + _lastShutdownReason)})", tail);
-        }
-
+        // Only an exit that does not say "failed" by itself needs the console read for a panic.
+        var panic = code is null or 0 ? QemuExitReport.FindPanic(spec.ConsoleLogPath, _consoleStart) : null;
+        var exit = QemuExitReport.Describe(code, _lastShutdownReason, panic, OutputTail());
         QemuLog.Exited(logger, spec.MachineId, exit.Description);
         return exit;
-    }
-
-    /// <summary>The console's first "Kernel panic" line since the last launch, if any.</summary>
-    private string? FindPanic()
-    {
-        const int MaxBytes = 1 << 20;
-        try
-        {
-            using var file = new FileStream(spec.ConsoleLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            var start = Math.Max(_consoleStart, file.Length - MaxBytes);
-            file.Seek(start, SeekOrigin.Begin);
-            using var reader = new StreamReader(file, Encoding.UTF8);
-            while (reader.ReadLine() is { } line)
-            {
-                if (line.Contains(PanicMarker, StringComparison.Ordinal))
-                {
-                    return line.TrimEnd('\r');
-                }
-            }
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or IOException)
-        {
-            // No console, no panic to report.
-        }
-
-        return null;
-    }
-
-    private string ConsoleTail(int maxBytes = 4096, int maxLines = 20)
-    {
-        try
-        {
-            using var file = new FileStream(spec.ConsoleLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            var length = (int)Math.Min(file.Length, maxBytes);
-            file.Seek(-length, SeekOrigin.End);
-            var buffer = new byte[length];
-            file.ReadExactly(buffer);
-            var lines = Encoding.UTF8.GetString(buffer).Replace("\r", string.Empty, StringComparison.Ordinal).TrimEnd('\n').Split('\n');
-            return string.Join('\n', lines.Skip(Math.Max(0, lines.Length - maxLines)));
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or IOException)
-        {
-            return string.Empty;
-        }
     }
 }
