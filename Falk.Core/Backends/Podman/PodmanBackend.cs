@@ -40,9 +40,6 @@ public sealed class PodmanBackend : IMachineBackend
 
     public string Type => PodmanTemplateOptions.Descriptor.Type;
 
-    /// <summary>Templates on one base_image share its versions, and so the one management machine.</summary>
-    public string ManagementScope(TemplateDefinition definition) => ((PodmanTemplateOptions)definition.BackendOptions).BaseImage;
-
     public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
     {
         var options = (PodmanTemplateOptions)spec.Template.BackendOptions;

@@ -97,6 +97,37 @@ public sealed class PodmanImageTests(PodmanFixture fixture) : IClassFixture<Podm
         (await PodmanCli.ContainersAsync(podman.InstanceLabel, ct)).Should().BeEmpty();
     }
 
+    [Fact(Timeout = 120_000)]
+    public async Task Two_templates_on_one_base_image_each_get_a_management_machine_since_each_commits_to_its_own_images()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var podman = await fixture.StartDaemonAsync(ct, $"""
+            [sshd-twin]
+            type = podman
+            base_image = {fixture.Image.Reference}
+            ssh_user = {PodmanTestImage.User}
+            ssh_host = 127.0.0.1
+            """);
+        var ids = new List<string>();
+        foreach (var template in new[] { "sshd", "sshd-twin" })
+        {
+            using var response = await podman.Client.PostJsonAsync("v1/machines", new { template, manage = true }, ct);
+            var body = await response.JsonAsync(ct);
+            response.StatusCode.Should().Be(HttpStatusCode.Created, body.ToJsonString());
+            ids.Add(body["id"]!.GetValue<string>());
+        }
+
+        using (var second = await podman.Client.PostJsonAsync("v1/machines", new { template = "sshd-twin", manage = true }, ct))
+        {
+            await second.ShouldBeProblemAsync(HttpStatusCode.Conflict, "management-conflict", ct);
+        }
+
+        foreach (var id in ids)
+        {
+            await podman.Client.DeleteMachineAsync(id, ct);
+        }
+    }
+
     [Fact(Timeout = 180_000)]
     public async Task A_commit_reaches_the_next_machine_but_not_one_made_before_and_the_old_version_goes_when_unused()
     {
