@@ -14,9 +14,13 @@ namespace Falk.Core.Config;
 /// <param name="ReadsHostKeyFromImage">
 /// Whether a template without a configured host key still gets one pinned, read out of its image (podman).
 /// </param>
+/// <param name="DynamicSshHost">
+/// An <c>ssh_host</c> value the backend reads as "learned at launch" (LXD's <c>__dynamic__</c>): kept as it is, not resolved.
+/// </param>
 public sealed record BackendDescriptor(
     string Type,
     Func<SectionReader, object?> ParseOptions,
     bool SupportsManage,
     Func<SectionReader, object?>? ParseDaemonOptions = null,
-    bool ReadsHostKeyFromImage = false);
+    bool ReadsHostKeyFromImage = false,
+    string? DynamicSshHost = null);

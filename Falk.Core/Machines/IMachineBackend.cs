@@ -131,6 +131,16 @@ public interface ISnapshotSupport
     Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken);
 }
 
+/// <summary>
+/// A machine whose backend knows its processes (custom: the launch's session and marks; QEMU: its process), so readiness
+/// can check that the process listening on the machine's SSH port is one of them (<see cref="Ssh.SshListenerGuard"/>).
+/// Not for backends whose port is served by an engine's forwarder (podman, LXD).
+/// </summary>
+public interface IProcessOwnership
+{
+    bool OwnsProcess(int pid);
+}
+
 /// <summary>A machine whose guest can be paused from outside Falk (a QEMU monitor's <c>stop</c>) and resumed again.</summary>
 public interface IPauseReporting
 {

@@ -46,7 +46,7 @@ public sealed class PodmanBackend : IMachineBackend
     public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
     {
         var options = (PodmanTemplateOptions)spec.Template.BackendOptions;
-        var address = await SshHostAddress.ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
+        var address = IPAddress.Parse(spec.Template.SshHost);
         try
         {
             using (_store.BeginCreate())
@@ -109,7 +109,7 @@ public sealed class PodmanBackend : IMachineBackend
                 return null;
             }
 
-            var address = await SshHostAddress.ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
+            var address = IPAddress.Parse(spec.Template.SshHost);
             var keys = spec.Template.KnownHostKeys.Count > 0 ? []
                 : recorded.HostKeys is { } lines ? lines.Select(l => Ssh.HostKey.TryParse(l, out _)).OfType<Ssh.HostKey>().ToList()
                 : await DiscoverHostKeysAsync(spec, status.Id, recorded.ImageId, cancellationToken).ConfigureAwait(false);
