@@ -217,7 +217,7 @@ public static partial class ConfigLoader
         var sshHost = ResolveSshHost(reader, backend);
         var sshPort = reader.Number("ssh_port", 1, 65535);
         var maxMachines = reader.Number("max_machines", 1, 10_000);
-        var hostKeys = ReadHostKeys(reader, backend.ReadsHostKeyFromImage ? null : warnings);
+        var hostKeys = ReadHostKeys(reader, backend.PinnedKeySource is null ? warnings : null);
         var backendOptions = backend.ParseOptions(reader);
 
         WarnUnknownKeys(reader, warnings);
@@ -260,7 +260,7 @@ public static partial class ConfigLoader
         return address.ToString();
     }
 
-    /// <param name="warnings">Where to warn that keys go unverified; null when the backend pins a key it reads from the image.</param>
+    /// <param name="warnings">Where to warn that keys go unverified; null when the backend pins a key of its own (made per machine, or read from the image).</param>
     private static IReadOnlyList<HostKey> ReadHostKeys(SectionReader reader, List<string>? warnings)
     {
         var inline = reader.Text("ssh_known_host_key");

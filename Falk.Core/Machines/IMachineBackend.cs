@@ -79,6 +79,9 @@ public interface IMachineInstance
     /// <summary>Host keys the backend learned itself (e.g. read from an image); empty to use the template's.</summary>
     IReadOnlyList<HostKey> DiscoveredHostKeys => [];
 
+    /// <summary>Where <see cref="DiscoveredHostKeys"/> come from: a <see cref="HostKeySources"/> value.</summary>
+    string DiscoveredHostKeySource => HostKeySources.Image;
+
     /// <summary>
     /// Where SSH answers when the backend learns it only at launch (an LXD instance's own address with
     /// <c>ssh_host = __dynamic__</c>); null for the template's <c>ssh_host</c> and the machine's port.
