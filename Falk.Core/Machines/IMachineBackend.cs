@@ -141,6 +141,9 @@ public interface ISnapshotSupport
 /// </summary>
 public interface IProcessOwnership
 {
+    /// <summary>False when the template says the port is served from outside the machine's processes (a custom launch that hands it to a container engine).</summary>
+    bool ServesOwnSshPort { get; }
+
     bool OwnsProcess(int pid);
 }
 

@@ -30,20 +30,20 @@ public static class ListeningSockets
     /// <summary>Every listening TCP socket, IPv4 and IPv6.</summary>
     public static IReadOnlyList<ListeningSocket> All() => [.. Read("/proc/net/tcp"), .. Read("/proc/net/tcp6")];
 
-    /// <summary>The live processes that hold socket <paramref name="inode"/> open (a scan of every process's descriptors).</summary>
+    /// <summary>The live processes, this one included, that hold socket <paramref name="inode"/> open (a scan of every process's descriptors).</summary>
     public static IReadOnlyList<int> Holders(long inode)
     {
         var link = $"socket:[{inode.ToString(CultureInfo.InvariantCulture)}]";
         var holders = new List<int>();
-        foreach (var process in ProcessTree.All())
+        foreach (var pid in ProcessTree.All().Select(p => p.Pid).Prepend(Environment.ProcessId))
         {
             try
             {
-                foreach (var fd in Directory.EnumerateFileSystemEntries($"/proc/{process.Pid}/fd"))
+                foreach (var fd in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
                 {
                     if (new FileInfo(fd).LinkTarget == link)
                     {
-                        holders.Add(process.Pid);
+                        holders.Add(pid);
                         break;
                     }
                 }

@@ -184,6 +184,8 @@ public sealed class ConfigLoaderTests : IDisposable
     [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_known_host_key = ssh-ed25519 notbase64!", "[vm] ssh_known_host_key: the ssh-ed25519 key is not valid base64")]
     [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_known_host_key_file = missing.pub", "[vm] ssh_known_host_key_file: cannot read")]
     [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_host = no-such-host.invalid", "[vm] ssh_host: 'no-such-host.invalid' cannot be resolved")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_served_by_launch = maybe", "[vm] ssh_served_by_launch: 'maybe' is not a boolean")]
+    [InlineData("type = podman\nssh_user = u\nbase_image = x\nhost_key = shared", "[vm] host_key: 'shared' is neither machine")]
     public void A_bad_template_key_is_one_line_naming_file_section_and_key(string body, string expected)
     {
         var errors = Errors($"[falk]\n[vm]\n{body}\n");

@@ -45,6 +45,13 @@ public sealed class SshEndpointTests : IAsyncLifetime
             launch = {_machineSsh.LaunchCommand}
             ssh_user = {_machineSsh.User}
             ssh_host = localhost
+
+            [proxied]
+            type = custom
+            launch = sleep 600
+            ssh_user = {_machineSsh.User}
+            ssh_host = localhost
+            ssh_served_by_launch = no
             """, ct, ports: ports);
     }
 
@@ -96,6 +103,20 @@ public sealed class SshEndpointTests : IAsyncLifetime
         ssh["host"]!.GetValue<string>().Should().Be("127.0.0.1");
         ssh["known_host_key"]!.GetValue<string>().Should().Be(_machineSsh.HostKey.PublicKeyLine, "the machine's own sshd answered, not the one on [::1]");
         ssh["known_hosts_line"]!.GetValue<string>().Should().Be($"[127.0.0.1]:{port} {_machineSsh.HostKey.PublicKeyLine}");
+        await Client.DeleteMachineAsync(id, ct);
+    }
+
+    [Fact(Timeout = 120_000)]
+    public async Task A_launch_that_hands_its_port_to_a_process_of_its_own_choosing_says_so_and_is_served_by_it()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var created = await Client.CreateAsync("proxied", ct);
+        var id = created["id"]!.GetValue<string>();
+        await using var proxy = await Intruder.StartAsync(_keys.File("proxy"), created["ssh"]!["port"]!.GetValue<int>(), ["127.0.0.1"], ct);
+
+        var booted = await Client.BootAsync(id, ct);
+
+        booted["ssh"]!["known_host_key"]!.GetValue<string>().Should().Be(proxy.Files.HostKey.PublicKeyLine, "ssh_served_by_launch = no: the launch's processes are not the only ones that may serve");
         await Client.DeleteMachineAsync(id, ct);
     }
 

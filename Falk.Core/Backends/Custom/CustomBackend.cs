@@ -219,6 +219,8 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
 
     public string OutputTail() => _launch?.OutputTail() ?? string.Empty;
 
+    public bool ServesOwnSshPort => Options.SshServedByLaunch;
+
     /// <summary>A member of the launch's group or session, or a process carrying the machine's marks.</summary>
     public bool OwnsProcess(int pid) =>
         ProcessTree.Read(pid) is { } process

@@ -61,6 +61,8 @@ internal sealed class QemuMachine(
     /// <summary>The SSH port is QEMU's own (a user network's <c>hostfwd</c>): only the running QEMU may listen there.</summary>
     public bool OwnsProcess(int pid) => _process is { HasExited: false } process && process.Pid == pid;
 
+    public bool ServesOwnSshPort => true;
+
     /// <summary>The monitor of the QEMU running the machine; null when none runs.</summary>
     private QemuMonitor? RunningMonitor => _process is { HasExited: false } ? _monitor : null;
 
