@@ -57,6 +57,11 @@ public sealed class PodmanBackend : IMachineBackend
         var machineKey = MakesMachineKey(spec)
             ? await HostKeyFiles.MakeAsync(_runner, spec.WorkDirectory, $"falk-machine-{spec.MachineId}", cancellationToken).ConfigureAwait(false)
             : null;
+        if (machineKey is not null)
+        {
+            PodmanLog.HostKeyMadeForMachine(_logger, spec.MachineId, machineKey.FingerprintSha256, MachineKeyPath);
+        }
+
         try
         {
             using (_store.BeginCreate())
