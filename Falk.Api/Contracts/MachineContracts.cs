@@ -43,7 +43,8 @@ public sealed record MachineResponse(
 /// <summary>How to log in to a machine, ready for a known_hosts file.</summary>
 /// <param name="KnownHostKey">The host key to trust (<c>TYPE BASE64</c>), or null before one is known.</param>
 /// <param name="KnownHostKeyVerified">True when the key is pinned and readiness checked it; false when it is only what the server showed.</param>
-/// <param name="HostKeySource"><c>config</c>, <c>image</c>, <c>observed</c> (unverified) or <c>none</c>.</param>
+/// <param name="HostKeySource"><c>config</c>, <c>machine</c>, <c>image</c>, <c>observed</c> (unverified) or <c>none</c>.</param>
+/// <param name="Host">The literal address to connect to (never a name a client could resolve to another address).</param>
 /// <param name="KnownHostsLine">The line to put into known_hosts for this host and port.</param>
 public sealed record SshResponse(
     string User,

@@ -82,7 +82,7 @@ internal sealed partial class FalkExceptionHandler(IProblemDetailsService proble
         TemplateNotFoundException or MachineNotFoundException or SnapshotNotFoundException => StatusCodes.Status404NotFound,
         MachineStateConflictException or ManagementConflictException or SnapshotExistsException or NotSupportedByBackendException => StatusCodes.Status409Conflict,
         CapacityExhaustedException or BackendUnavailableException => StatusCodes.Status503ServiceUnavailable,
-        HostKeyMismatchException or MachineFailedException or BackendOperationException or ProcessFailedException => StatusCodes.Status502BadGateway,
+        HostKeyMismatchException or SshEndpointTakenException or MachineFailedException or BackendOperationException or ProcessFailedException => StatusCodes.Status502BadGateway,
         WaitTimeoutException => StatusCodes.Status504GatewayTimeout,
         _ => StatusCodes.Status500InternalServerError,
     };

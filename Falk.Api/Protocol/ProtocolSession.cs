@@ -298,7 +298,7 @@ internal sealed class ProtocolSession : IDisposable
             "Select" => await SelectAsync(request.Text("name")).ConfigureAwait(false),
             "Prepare" => await PrepareAsync(Handle(request), request.Fields.GetValueOrDefault("manage") is true).ConfigureAwait(false),
             "Launch" => await LaunchAsync(Handle(request)).ConfigureAwait(false),
-            "GetConnectionInfo" => await ConnectionInfoAsync(Handle(request)).ConfigureAwait(false),
+            "GetConnectionInfo" => ConnectionInfo(Handle(request)),
             "Status" => Status(Handle(request)),
             "ShutdownWait" => await ShutdownWaitAsync(Handle(request), (double)request.Fields["timeout"]!).ConfigureAwait(false),
             "Terminate" => await TerminateAsync(Handle(request)).ConfigureAwait(false),
@@ -396,25 +396,12 @@ internal sealed class ProtocolSession : IDisposable
         }
     }
 
-    private async Task<ProtocolAnswer> ConnectionInfoAsync(RunHandle handle)
+    /// <summary>The machine's SSH address as handed out everywhere: <c>ssh_host</c> was resolved to one address at load.</summary>
+    private ProtocolAnswer ConnectionInfo(RunHandle handle)
     {
         var ssh = _machines.GetSsh(handle.MachineId, Caller);
-        var host = await AddressOfAsync(ssh.Host).ConfigureAwait(false);
         return new ProtocolAnswer("ConnectionInfo",
-            ("ssh_user", ssh.User), ("ssh_host", host), ("ssh_port", ssh.Port), ("ssh_known_host_key", ssh.KnownHostKey?.PublicKeyLine));
-    }
-
-    /// <summary>An address for the host: the client may resolve a name differently, an address it cannot.</summary>
-    private static async Task<string> AddressOfAsync(string host)
-    {
-        try
-        {
-            return (await SshHostAddress.ResolveAsync(host, CancellationToken.None).ConfigureAwait(false)).ToString();
-        }
-        catch (BackendOperationException e)
-        {
-            throw new ProtocolFailure($"gaierror({ProtocolMessages.Repr(e.Message)})");
-        }
+            ("ssh_user", ssh.User), ("ssh_host", ssh.Host), ("ssh_port", ssh.Port), ("ssh_known_host_key", ssh.KnownHostKey?.PublicKeyLine));
     }
 
     private ProtocolAnswer Status(RunHandle handle)

@@ -214,10 +214,10 @@ public static partial class ConfigLoader
         }
 
         var sshUser = reader.Required("ssh_user");
-        var sshHost = reader.Text("ssh_host", "localhost");
+        var sshHost = ResolveSshHost(reader, backend);
         var sshPort = reader.Number("ssh_port", 1, 65535);
         var maxMachines = reader.Number("max_machines", 1, 10_000);
-        var hostKeys = ReadHostKeys(reader, backend.ReadsHostKeyFromImage ? null : warnings);
+        var hostKeys = ReadHostKeys(reader, backend.PinnedKeySource is null ? warnings : null);
         var backendOptions = backend.ParseOptions(reader);
 
         WarnUnknownKeys(reader, warnings);
@@ -241,7 +241,26 @@ public static partial class ConfigLoader
         };
     }
 
-    /// <param name="warnings">Where to warn that keys go unverified; null when the backend pins a key it reads from the image.</param>
+    /// <summary>The literal address <c>ssh_host</c> stands for (see <see cref="SshHostAddress"/>), or the backend's dynamic marker.</summary>
+    private static string ResolveSshHost(SectionReader reader, BackendDescriptor backend)
+    {
+        var host = reader.Text("ssh_host", "localhost");
+        if (host == backend.DynamicSshHost)
+        {
+            return host;
+        }
+
+        var address = SshHostAddress.TryResolve(host, out var problem);
+        if (address is null)
+        {
+            reader.Error("ssh_host", problem!);
+            return host;
+        }
+
+        return address.ToString();
+    }
+
+    /// <param name="warnings">Where to warn that keys go unverified; null when the backend pins a key of its own (made per machine, or read from the image).</param>
     private static IReadOnlyList<HostKey> ReadHostKeys(SectionReader reader, List<string>? warnings)
     {
         var inline = reader.Text("ssh_known_host_key");

@@ -108,7 +108,11 @@ public sealed record TemplateDefinition
 
     public required string SshUser { get; init; }
 
-    public string SshHost { get; init; } = "localhost";
+    /// <summary>
+    /// The literal address machines answer SSH on and are handed out with: the config's <c>ssh_host</c> resolved once,
+    /// at load (<c>localhost</c> is 127.0.0.1); or a backend's dynamic marker (LXD's <c>__dynamic__</c>).
+    /// </summary>
+    public string SshHost { get; init; } = "127.0.0.1";
 
     /// <summary>Machines of this template alive at once; null for no limit of its own.</summary>
     public int? MaxMachines { get; init; }

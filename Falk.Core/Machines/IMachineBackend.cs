@@ -79,6 +79,9 @@ public interface IMachineInstance
     /// <summary>Host keys the backend learned itself (e.g. read from an image); empty to use the template's.</summary>
     IReadOnlyList<HostKey> DiscoveredHostKeys => [];
 
+    /// <summary>Where <see cref="DiscoveredHostKeys"/> come from: a <see cref="HostKeySources"/> value.</summary>
+    string DiscoveredHostKeySource => HostKeySources.Image;
+
     /// <summary>
     /// Where SSH answers when the backend learns it only at launch (an LXD instance's own address with
     /// <c>ssh_host = __dynamic__</c>); null for the template's <c>ssh_host</c> and the machine's port.
@@ -129,6 +132,19 @@ public interface ISnapshotSupport
 
     /// <summary>Removes the snapshot <paramref name="name"/> and what it holds; the machine itself is not changed.</summary>
     Task DeleteSnapshotAsync(string name, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// A machine whose backend knows its processes (custom: the launch's session and marks; QEMU: its process), so readiness
+/// can check that the process listening on the machine's SSH port is one of them (<see cref="Ssh.SshListenerGuard"/>).
+/// Not for backends whose port is served by an engine's forwarder (podman, LXD).
+/// </summary>
+public interface IProcessOwnership
+{
+    /// <summary>False when the template says the port is served from outside the machine's processes (a custom launch that hands it to a container engine).</summary>
+    bool ServesOwnSshPort { get; }
+
+    bool OwnsProcess(int pid);
 }
 
 /// <summary>A machine whose guest can be paused from outside Falk (a QEMU monitor's <c>stop</c>) and resumed again.</summary>

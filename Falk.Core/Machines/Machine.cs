@@ -29,7 +29,7 @@ public sealed class Machine
         CreatedAt = createdAt;
         StateChangedAt = createdAt;
         PinnedHostKeys = instance.DiscoveredHostKeys.Count > 0 ? instance.DiscoveredHostKeys : template.KnownHostKeys;
-        HostKeySource = instance.DiscoveredHostKeys.Count > 0 ? HostKeySources.Image
+        HostKeySource = instance.DiscoveredHostKeys.Count > 0 ? instance.DiscoveredHostKeySource
             : template.KnownHostKeys.Count > 0 ? HostKeySources.Config
             : HostKeySources.None;
     }
@@ -143,6 +143,9 @@ public static class HostKeySources
 {
     public const string Config = "config";
     public const string Image = "image";
+
+    /// <summary>Made for this one machine at create (podman): no other machine's guest holds it.</summary>
+    public const string Machine = "machine";
     public const string Observed = "observed";
     public const string None = "none";
 }

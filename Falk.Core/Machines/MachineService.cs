@@ -177,6 +177,12 @@ public sealed class MachineService(
         catch (FalkException e)
         {
             await jobs.FailAsync(machine, e.Message).ConfigureAwait(false);
+            if (e is Ssh.SshEndpointTakenException)
+            {
+                // The launch may have ended first, because the intruder held its port: that end is only the symptom.
+                transitions.TryTo(machine, s => s == MachineState.Failed, MachineState.Failed, e.Message);
+            }
+
             throw;
         }
         finally
@@ -197,7 +203,15 @@ public sealed class MachineService(
     {
         using var wait = CancellationTokenSource.CreateLinkedTokenSource(boot, cancellationToken);
         var endpoint = new Ssh.SshEndpoint(machine.SshTarget.Host, machine.SshTarget.Port, machine.Template.SshUser);
-        var key = await ssh.WaitAsync(endpoint, machine.PinnedHostKeys, timeout, exited, () => ThrowIfExited(machine, exited), wait.Token).ConfigureAwait(false);
+        var guard = machine.Instance is IProcessOwnership { ServesOwnSshPort: true } owner && System.Net.IPAddress.TryParse(endpoint.Host, out var address)
+            ? new Ssh.SshListenerGuard(machine.Id, address, endpoint.Port, owner.OwnsProcess)
+            : null;
+        var key = await ssh.WaitAsync(endpoint, machine.PinnedHostKeys, timeout, exited, () =>
+        {
+            // Someone else's server on the port is named first: the machine's own launch may end because of it.
+            guard?.ThrowIfTaken();
+            ThrowIfExited(machine, exited);
+        }, wait.Token).ConfigureAwait(false);
         lock (machine.Sync)
         {
             machine.ObservedHostKey = key;

@@ -58,10 +58,16 @@ public sealed partial class WireFormatTests
             launch = /bin/sleep 1000
             ssh_user = nobody
 
+            [per-machine]
+            type = podman
+            base_image = localhost/none:latest
+            ssh_user = chantal
+
             [from-image]
             type = podman
             base_image = localhost/none:latest
             ssh_user = chantal
+            host_key = image
 
             [podman-pinned]
             type = podman
@@ -77,6 +83,7 @@ public sealed partial class WireFormatTests
             templates.Values.Should().AllSatisfy(t => t.AsObject().Select(p => p.Key).Should().NotContain("host_key_pinned"));
             (templates["pinned"]["host_key_source"]!.GetValue<string>(), templates["pinned"]["host_key_verified"]!.GetValue<bool>()).Should().Be(("config", true));
             (templates["unpinned"]["host_key_source"]!.GetValue<string>(), templates["unpinned"]["host_key_verified"]!.GetValue<bool>()).Should().Be(("observed", false));
+            (templates["per-machine"]["host_key_source"]!.GetValue<string>(), templates["per-machine"]["host_key_verified"]!.GetValue<bool>()).Should().Be(("machine", true));
             (templates["from-image"]["host_key_source"]!.GetValue<string>(), templates["from-image"]["host_key_verified"]!.GetValue<bool>()).Should().Be(("image", true));
             (templates["podman-pinned"]["host_key_source"]!.GetValue<string>(), templates["podman-pinned"]["host_key_verified"]!.GetValue<bool>())
                 .Should().Be(("config", true), "a configured key wins over the image's");

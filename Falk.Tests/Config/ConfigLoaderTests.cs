@@ -87,7 +87,7 @@ public sealed class ConfigLoaderTests : IDisposable
         config.Daemon.VmPorts.Should().Be(new PortRange(7888, 8000));
         config.Templates.Select(t => t.Id).Should().Equal("arch-podman", "debian-sid", "local-sshd", "lxd-ubuntu");
         var local = config.Templates.Single(t => t.Id == "local-sshd");
-        local.Should().Match<TemplateDefinition>(t => t.Name == "local" && t.Type == "custom" && t.SshUser == "chantal" && t.SshHost == "localhost");
+        local.Should().Match<TemplateDefinition>(t => t.Name == "local" && t.Type == "custom" && t.SshUser == "chantal" && t.SshHost == "127.0.0.1");
         var custom = (CustomTemplateOptions)local.BackendOptions;
         custom.Launch.Should().Equal("/usr/sbin/sshd", "-D", "-e", "-p", "{SSHPORT}", "-f", "/etc/falk/sshd config");
         local.KnownHostKeys.Should().ContainSingle().Which.PublicKeyLine.Should().Be(string.Join(' ', HostKeyLine.Split(' ')[..2]));
@@ -149,7 +149,7 @@ public sealed class ConfigLoaderTests : IDisposable
         config.Daemon.VmPorts.Should().Be(new PortRange(7888, 8000));
         config.Daemon.MaxMachines.Should().Be(113);
         config.Templates[0].Name.Should().Be("vm");
-        config.Templates[0].SshHost.Should().Be("localhost");
+        config.Templates[0].SshHost.Should().Be("127.0.0.1", "localhost is resolved once, at load, to the IPv4 loopback");
         config.Templates[0].KnownHostKeys.Should().BeEmpty();
         config.Warnings.Should().ContainSingle(w => w.Contains("host keys will be observed, not verified", StringComparison.Ordinal));
     }
@@ -183,11 +183,35 @@ public sealed class ConfigLoaderTests : IDisposable
     [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nname = has space", "[vm] name: 'has space' may contain only")]
     [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_known_host_key = ssh-ed25519 notbase64!", "[vm] ssh_known_host_key: the ssh-ed25519 key is not valid base64")]
     [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_known_host_key_file = missing.pub", "[vm] ssh_known_host_key_file: cannot read")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_host = no-such-host.invalid", "[vm] ssh_host: 'no-such-host.invalid' cannot be resolved")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_served_by_launch = maybe", "[vm] ssh_served_by_launch: 'maybe' is not a boolean")]
+    [InlineData("type = podman\nssh_user = u\nbase_image = x\nhost_key = shared", "[vm] host_key: 'shared' is neither machine")]
     public void A_bad_template_key_is_one_line_naming_file_section_and_key(string body, string expected)
     {
         var errors = Errors($"[falk]\n[vm]\n{body}\n");
 
         errors.Should().ContainSingle().Which.Should().Contain(expected).And.StartWith(_dir.File("falk.conf"));
+    }
+
+    [Theory]
+    [InlineData("localhost", "127.0.0.1")]
+    [InlineData("LOCALHOST", "127.0.0.1")]
+    [InlineData("::1", "::1")]
+    [InlineData("[::1]", "::1")]
+    [InlineData("::ffff:127.0.0.2", "127.0.0.2")]
+    [InlineData("10.1.2.3", "10.1.2.3")]
+    public void Ssh_host_is_resolved_once_to_the_literal_address_that_is_handed_out(string configured, string handedOut)
+    {
+        var config = Load(Write($"""
+            [falk]
+            [vm]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            ssh_host = {configured}
+            """));
+
+        config.Templates[0].SshHost.Should().Be(handedOut);
     }
 
     [Fact]

@@ -210,8 +210,8 @@ public sealed class PodmanFixture : IAsyncLifetime
     /// A falkd on this fixture's podman with the template <c>sshd</c> (the test image, no pinned key) and
     /// <paramref name="templates"/>; <paramref name="service"/> replaces the fixture's API service.
     /// </summary>
-    public Task<PodmanDaemon> StartDaemonAsync(CancellationToken cancellationToken, string templates = "", int ports = 10, PodmanService? service = null, string onShutdown = "destroy") =>
-        PodmanDaemon.StartAsync(service ?? Service, Image, templates, ports, onShutdown, cancellationToken);
+    public Task<PodmanDaemon> StartDaemonAsync(CancellationToken cancellationToken, string templates = "", int ports = 10, PodmanService? service = null, string onShutdown = "destroy", string daemonExtra = "") =>
+        PodmanDaemon.StartAsync(service ?? Service, Image, templates, ports, onShutdown, cancellationToken, daemonExtra);
 
     public async ValueTask DisposeAsync()
     {
@@ -242,7 +242,7 @@ public sealed class PodmanDaemon : IAsyncDisposable
 
     public string InstanceLabel => $"org.falk.instance={Instance}";
 
-    public static async Task<PodmanDaemon> StartAsync(PodmanService service, PodmanTestImage image, string templates, int ports, string onShutdown, CancellationToken cancellationToken)
+    public static async Task<PodmanDaemon> StartAsync(PodmanService service, PodmanTestImage image, string templates, int ports, string onShutdown, CancellationToken cancellationToken, string daemonExtra = "")
     {
         var daemon = await FalkDaemon.StartAsync($"""
             [sshd]
@@ -252,7 +252,7 @@ public sealed class PodmanDaemon : IAsyncDisposable
             ssh_host = 127.0.0.1
 
             {templates}
-            """, cancellationToken, daemonExtra: $"podman_socket = {service.Uri}", ports: ports, onShutdown: onShutdown);
+            """, cancellationToken, daemonExtra: $"podman_socket = {service.Uri}\n{daemonExtra}", ports: ports, onShutdown: onShutdown);
         return new PodmanDaemon(daemon, daemon.Instance);
     }
 

@@ -32,8 +32,10 @@ public sealed class SshServerFiles
     /// <summary>The custom template's launch line; the config path makes the process easy to find in the process table.</summary>
     public string LaunchCommand => $"/usr/sbin/sshd -D -e -p {{SSHPORT}} -f {ConfigPath}";
 
-    public static async Task<SshServerFiles> CreateAsync(string directory, CancellationToken cancellationToken)
+    /// <param name="listenAddresses">Where sshd listens; 127.0.0.1 unless given.</param>
+    public static async Task<SshServerFiles> CreateAsync(string directory, CancellationToken cancellationToken, IReadOnlyList<string>? listenAddresses = null)
     {
+        var listen = string.Join("\n", (listenAddresses ?? ["127.0.0.1"]).Select(a => "ListenAddress " + a));
         var runner = new ProcessRunner();
         var hostKeyPath = Path.Combine(directory, "ssh_host_ed25519_key");
         var clientKeyPath = Path.Combine(directory, "client_ed25519");
@@ -50,7 +52,7 @@ public sealed class SshServerFiles
         await File.WriteAllTextAsync(Path.Combine(directory, "sshd_config"), $"""
             HostKey {hostKeyPath}
             AuthorizedKeysFile {Path.Combine(directory, "authorized_keys")}
-            ListenAddress 127.0.0.1
+            {listen}
             PidFile none
             UsePAM no
             StrictModes no

@@ -76,4 +76,16 @@ public sealed class PortAllocatorTests
         PortAllocator.IsFreeOnHost(port).Should().BeFalse();
         new PortAllocator(new PortRange(port, port)).TryAllocate().Should().BeNull();
     }
+
+    [Fact]
+    public void The_host_check_sees_a_real_listener_on_the_ipv6_loopback()
+    {
+        var (port, _) = TestPorts.NextRange(1);
+        using var listener = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.IPv6Loopback, port));
+        listener.Listen();
+
+        PortAllocator.IsFreeOnHost(port).Should().BeFalse("a client resolving localhost to ::1 would reach that listener");
+        new PortAllocator(new PortRange(port, port)).TryAllocate().Should().BeNull();
+    }
 }

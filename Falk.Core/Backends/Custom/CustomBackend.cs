@@ -119,7 +119,7 @@ internal sealed record CustomHandle(int? Pid, long? StartTime, int? ProcessGroup
     }
 }
 
-internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILogger logger) : IMachineInstance
+internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILogger logger) : IMachineInstance, IProcessOwnership
 {
     private static readonly TimeSpan AdoptedPollInterval = TimeSpan.FromMilliseconds(200);
 
@@ -218,6 +218,15 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
     }
 
     public string OutputTail() => _launch?.OutputTail() ?? string.Empty;
+
+    public bool ServesOwnSshPort => Options.SshServedByLaunch;
+
+    /// <summary>A member of the launch's group or session, or a process carrying the machine's marks.</summary>
+    public bool OwnsProcess(int pid) =>
+        ProcessTree.Read(pid) is { } process
+        && ((_lastLaunch?.Members([process]).Count ?? 0) > 0
+            || (ProcessTree.EnvironmentValue(pid, ProcessMarks.MachineIdVariable) == spec.MachineId
+                && ProcessTree.EnvironmentValue(pid, ProcessMarks.InstanceVariable) == spec.InstanceId));
 
     /// <summary>The launch command's stdout and stderr, as written to the machine's console log.</summary>
     public Task CopyConsoleAsync(Stream destination, bool follow, CancellationToken cancellationToken) =>

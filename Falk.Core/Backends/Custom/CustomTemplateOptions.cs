@@ -15,6 +15,13 @@ public sealed partial record CustomTemplateOptions(
 
     public static readonly TimeSpan DefaultCommandTimeout = TimeSpan.FromSeconds(60);
 
+    /// <summary>
+    /// <c>ssh_served_by_launch</c> (default yes): the launch's own processes listen on the SSH port, so readiness fails the
+    /// machine when another process does. No for a launch that hands the port to something outside its processes (a
+    /// container engine's port proxy).
+    /// </summary>
+    public bool SshServedByLaunch { get; init; } = true;
+
     [GeneratedRegex(@"\{[A-Z_]+\}")]
     private static partial Regex PlaceholderPattern();
 
@@ -26,9 +33,13 @@ public sealed partial record CustomTemplateOptions(
         var launch = ReadCommand(reader, "launch", required: true);
         var cleanup = ReadCommand(reader, "cleanup", required: false);
         var timeout = reader.Number("command_timeout", 1, 3600);
+        var servedByLaunch = reader.Bool("ssh_served_by_launch") ?? true;
         return launch is null
             ? null
-            : new CustomTemplateOptions(prepare, launch, cleanup, timeout is null ? DefaultCommandTimeout : TimeSpan.FromSeconds(timeout.Value));
+            : new CustomTemplateOptions(prepare, launch, cleanup, timeout is null ? DefaultCommandTimeout : TimeSpan.FromSeconds(timeout.Value))
+            {
+                SshServedByLaunch = servedByLaunch,
+            };
     }
 
     private static IReadOnlyList<string>? ReadCommand(SectionReader reader, string key, bool required)

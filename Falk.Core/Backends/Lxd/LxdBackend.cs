@@ -47,7 +47,7 @@ public sealed class LxdBackend : IMachineBackend
     public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
     {
         var options = (LxdTemplateOptions)spec.Template.BackendOptions;
-        var listen = spec.Template.SshHost == DynamicHost ? null : await SshHostAddress.ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
+        var listen = spec.Template.SshHost == DynamicHost ? null : IPAddress.Parse(spec.Template.SshHost);
         try
         {
             using (_store.BeginCreate())

@@ -18,7 +18,7 @@ public sealed record LxdFlavor(string Type, string Product, string SocketKey, st
     public const string ConfigPrefix = "user.falk.";
 
     public BackendDescriptor Descriptor => new(Type, reader => LxdTemplateOptions.Parse(reader, this), SupportsManage: true,
-        reader => LxdDaemonOptions.Parse(reader, this), ReadsHostKeyFromImage: true);
+        reader => LxdDaemonOptions.Parse(reader, this), PinnedKeySource: _ => Machines.HostKeySources.Image, DynamicSshHost: LxdBackend.DynamicHost);
 }
 
 /// <summary>The backend's key of <c>[falk]</c>: where the daemon's API socket is (<c>lxd_socket</c> or <c>incus_socket</c>).</summary>

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Falk.Core.Backends.Podman.Engine;
 using Falk.Core.Config;
 using Falk.Core.Machines;
+using Falk.Core.Processes;
 using Falk.Core.Ssh;
 using Microsoft.Extensions.Logging;
 
@@ -16,14 +17,20 @@ namespace Falk.Core.Backends.Podman;
 /// </summary>
 public sealed class PodmanBackend : IMachineBackend
 {
+    /// <summary>Where a machine's own host key is mounted: sshd's default ed25519 host key.</summary>
+    public const string MachineKeyPath = "/etc/ssh/ssh_host_ed25519_key";
+
     private readonly IPodmanContainers _containers;
     private readonly IPodmanImages _images;
     private readonly PodmanExitWatch _exits;
     private readonly PodmanImageStore _store;
+    private readonly IProcessRunner _runner;
     private readonly ILogger<PodmanBackend> _logger;
 
-    public PodmanBackend(FalkConfig config, IPodmanContainers containers, IPodmanImages images, PodmanExitWatch exits, PodmanImageStore store, ILogger<PodmanBackend> logger)
+    public PodmanBackend(FalkConfig config, IPodmanContainers containers, IPodmanImages images, PodmanExitWatch exits, PodmanImageStore store,
+        IProcessRunner runner, ILogger<PodmanBackend> logger)
     {
+        _runner = runner;
         _exits = exits;
         _containers = containers;
         _images = images;
@@ -43,7 +50,15 @@ public sealed class PodmanBackend : IMachineBackend
     public async Task<IMachineInstance> PrepareAsync(MachineSpec spec, CancellationToken cancellationToken)
     {
         var options = (PodmanTemplateOptions)spec.Template.BackendOptions;
-        var address = await SshHostAddress.ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
+        var address = IPAddress.Parse(spec.Template.SshHost);
+        var machineKey = MakesMachineKey(spec)
+            ? await HostKeyFiles.MakeAsync(_runner, spec.WorkDirectory, $"falk-machine-{spec.MachineId}", cancellationToken).ConfigureAwait(false)
+            : null;
+        if (machineKey is not null)
+        {
+            PodmanLog.HostKeyMadeForMachine(_logger, spec.MachineId, machineKey.FingerprintSha256, MachineKeyPath);
+        }
+
         try
         {
             using (_store.BeginCreate())
@@ -54,11 +69,11 @@ public sealed class PodmanBackend : IMachineBackend
                 PodmanLog.Created(_logger, spec.MachineId, containerId, reference, imageId, containerSpec.HostAddress, spec.SshPort);
                 try
                 {
-                    var keys = spec.Template.KnownHostKeys.Count > 0
-                        ? []
+                    IReadOnlyList<Ssh.HostKey> keys = spec.Template.KnownHostKeys.Count > 0 ? []
+                        : machineKey is not null ? [machineKey]
                         : await DiscoverHostKeysAsync(spec, containerId, imageId, cancellationToken).ConfigureAwait(false);
                     var fromCommittedVersion = reference != options.BaseImage;
-                    return new PodmanMachine(spec, containerSpec, containerId, fromCommittedVersion, keys, _containers, _images, _exits, _store, _logger);
+                    return new PodmanMachine(spec, containerSpec, containerId, fromCommittedVersion, keys, KeySource(spec), _containers, _images, _exits, _store, _logger);
                 }
                 catch
                 {
@@ -106,12 +121,13 @@ public sealed class PodmanBackend : IMachineBackend
                 return null;
             }
 
-            var address = await SshHostAddress.ResolveAsync(spec.Template.SshHost, cancellationToken).ConfigureAwait(false);
+            var address = IPAddress.Parse(spec.Template.SshHost);
             var keys = spec.Template.KnownHostKeys.Count > 0 ? []
+                : MakesMachineKey(spec) && HostKeyFiles.TryRead(spec.WorkDirectory) is { } machineKey ? [machineKey]
                 : recorded.HostKeys is { } lines ? lines.Select(l => Ssh.HostKey.TryParse(l, out _)).OfType<Ssh.HostKey>().ToList()
                 : await DiscoverHostKeysAsync(spec, status.Id, recorded.ImageId, cancellationToken).ConfigureAwait(false);
             var machine = new PodmanMachine(spec, ContainerSpecOf(spec, recorded.ImageId, address), status.Id, recorded.FromCommittedVersion, keys,
-                _containers, _images, _exits, _store, _logger);
+                KeySource(spec), _containers, _images, _exits, _store, _logger);
             machine.TakeBack(status.Running);
             PodmanLog.TakenBack(_logger, spec.MachineId, status.Id, status.Status);
             return new ReattachedMachine(machine, status.Running);
@@ -205,15 +221,33 @@ public sealed class PodmanBackend : IMachineBackend
         }
     }
 
-    /// <summary>The machine's container: named after it, labelled, port 22 on its SSH port. Prepare and a restart build the same one.</summary>
+    /// <summary>Whether the machine gets a host key of its own: the template pins none and asks for none from the image.</summary>
+    private static bool MakesMachineKey(MachineSpec spec) =>
+        spec.Template.KnownHostKeys.Count == 0 && ((PodmanTemplateOptions)spec.Template.BackendOptions).HostKey == HostKeySources.Machine;
+
+    private static string KeySource(MachineSpec spec) => MakesMachineKey(spec) ? HostKeySources.Machine : HostKeySources.Image;
+
+    /// <summary>
+    /// The machine's container: named after it, labelled, port 22 on its SSH port, and (see <see cref="MakesMachineKey"/>) its own
+    /// host key mounted read-only over the image's ed25519 key, where sshd looks by default. A mount is no part of the container's
+    /// files, so a snapshot or commit never carries the key. Prepare and a restart build the same one.
+    /// </summary>
     private ContainerSpec ContainerSpecOf(MachineSpec spec, string imageId, IPAddress address)
     {
         var options = (PodmanTemplateOptions)spec.Template.BackendOptions;
+        IReadOnlyList<string> keyBinds = MakesMachineKey(spec)
+            ?
+            [
+                $"{HostKeyFiles.PrivateKeyPath(spec.WorkDirectory)}:{MachineKeyPath}:ro",
+                $"{HostKeyFiles.PublicKeyPath(spec.WorkDirectory)}:{MachineKeyPath}.pub:ro",
+            ]
+            : [];
         return new ContainerSpec(spec.MachineId, imageId, PodmanLabels.Of(_store.Naming.Instance, spec), address.ToString())
         {
             Ports = [("22/tcp", spec.SshPort.ToString(System.Globalization.CultureInfo.InvariantCulture)), .. options.Publish],
             Environment = options.Environment,
-            Binds = options.Volumes,
+            Binds = [.. options.Volumes, .. keyBinds],
+            LogMaxBytes = spec.ConsoleMaxBytes,
             Devices = options.Devices,
             MemoryBytes = options.MemoryBytes,
             NanoCpus = options.NanoCpus,

@@ -23,6 +23,9 @@ internal static partial class PodmanLog
     [LoggerMessage(5005, LogLevel.Information, "Machine {MachineId}: {KeyType} host key {Fingerprint} from image {ImageId}, verified at boot")]
     public static partial void HostKeyFromImage(ILogger logger, string machineId, string fingerprint, string keyType, string imageId);
 
+    [LoggerMessage(5021, LogLevel.Information, "Machine {MachineId}: host key {Fingerprint} made for it, mounted at {Path} and verified at boot")]
+    public static partial void HostKeyMadeForMachine(ILogger logger, string machineId, string fingerprint, string path);
+
     [LoggerMessage(5006, LogLevel.Warning, "Machine {MachineId}: image {ImageId} has no /etc/ssh/ssh_host_*_key.pub and the config names no host key: the key will be observed, not verified")]
     public static partial void NoHostKeyInImage(ILogger logger, string machineId, string imageId);
 

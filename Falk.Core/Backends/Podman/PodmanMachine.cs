@@ -36,7 +36,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     private volatile bool _exitExpected;
 
     public PodmanMachine(MachineSpec spec, ContainerSpec containerSpec, string containerId, bool fromCommittedVersion,
-        IReadOnlyList<HostKey> discoveredHostKeys, IPodmanContainers containers, IPodmanImages images, PodmanExitWatch exits, PodmanImageStore store, ILogger logger)
+        IReadOnlyList<HostKey> discoveredHostKeys, string discoveredHostKeySource, IPodmanContainers containers, IPodmanImages images, PodmanExitWatch exits, PodmanImageStore store, ILogger logger)
     {
         _exits = exits;
         _fromCommittedVersion = fromCommittedVersion;
@@ -44,6 +44,7 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
         _containerSpec = containerSpec;
         _serving = new PodmanServingContainer(containerId);
         DiscoveredHostKeys = discoveredHostKeys;
+        DiscoveredHostKeySource = discoveredHostKeySource;
         _containers = containers;
         _store = store;
         _logger = logger;
@@ -52,6 +53,8 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
     }
 
     public IReadOnlyList<HostKey> DiscoveredHostKeys { get; }
+
+    public string DiscoveredHostKeySource { get; }
 
     public Task<MachineExit>? Exited { get; private set; }
 

@@ -58,7 +58,17 @@ public sealed partial record PodmanTemplateOptions(
     /// <summary>Podman refuses less.</summary>
     public const long MinimumMemoryBytes = 6 * 1024 * 1024;
 
-    public static BackendDescriptor Descriptor { get; } = new("podman", Parse, SupportsManage: true, PodmanDaemonOptions.Parse, ReadsHostKeyFromImage: true);
+    public const string HostKeyKey = "host_key";
+
+    public static BackendDescriptor Descriptor { get; } = new("podman", Parse, SupportsManage: true, PodmanDaemonOptions.Parse,
+        PinnedKeySource: options => ((PodmanTemplateOptions)options).HostKey);
+
+    /// <summary>
+    /// Where the pinned host key comes from when the template configures none (<c>host_key</c>): <c>machine</c> (the
+    /// default) makes one per machine and mounts it over the image's <c>/etc/ssh/ssh_host_ed25519_key</c>; <c>image</c>
+    /// reads the image's own key, which every machine of the image shares.
+    /// </summary>
+    public string HostKey { get; init; } = Machines.HostKeySources.Machine;
 
     [GeneratedRegex(@"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$", RegexOptions.IgnoreCase)]
     private static partial Regex SizePattern();
@@ -83,9 +93,15 @@ public sealed partial record PodmanTemplateOptions(
         var environment = ReadEnvironment(reader);
         var devices = ReadDevices(reader);
         var publish = ReadPublish(reader);
+        var hostKey = reader.Text(HostKeyKey, Machines.HostKeySources.Machine);
+        if (hostKey is not (Machines.HostKeySources.Machine or Machines.HostKeySources.Image))
+        {
+            reader.Error(HostKeyKey, $"'{hostKey}' is neither machine (a key made per machine) nor image (the image's own key)");
+        }
+
         return baseImage is null || reader.ErrorCount > errors
             ? null
-            : new PodmanTemplateOptions(baseImage, memory, cpus, volumes, environment, devices, publish, command);
+            : new PodmanTemplateOptions(baseImage, memory, cpus, volumes, environment, devices, publish, command) { HostKey = hostKey };
     }
 
     private static long? ReadMemory(SectionReader reader)

@@ -23,7 +23,7 @@ internal sealed class QemuMachine(
     QemuImageVersions versions,
     QemuImg qemuImg,
     IProcessRunner runner,
-    ILogger logger) : IMachineInstance, ISnapshotSupport, ICommitSupport, IPauseReporting
+    ILogger logger) : IMachineInstance, ISnapshotSupport, ICommitSupport, IPauseReporting, IProcessOwnership
 {
     /// <summary>How long QEMU gets to open its QMP socket after it starts.</summary>
     private static readonly TimeSpan QmpConnectTimeout = TimeSpan.FromSeconds(30);
@@ -57,6 +57,11 @@ internal sealed class QemuMachine(
     public event EventHandler<bool>? PausedChanged;
 
     public string? Handle => JsonSerializer.Serialize(new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing));
+
+    /// <summary>The SSH port is QEMU's own (a user network's <c>hostfwd</c>): only the running QEMU may listen there.</summary>
+    public bool OwnsProcess(int pid) => _process is { HasExited: false } process && process.Pid == pid;
+
+    public bool ServesOwnSshPort => true;
 
     /// <summary>The monitor of the QEMU running the machine; null when none runs.</summary>
     private QemuMonitor? RunningMonitor => _process is { HasExited: false } ? _monitor : null;

@@ -154,7 +154,7 @@ public sealed class PodmanImageTests(PodmanFixture fixture) : IClassFixture<Podm
         var after = await podman.Client.BootAsync((await podman.Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>(), ct);
         (await PodmanSsh.RunAsync(after, fixture.Image, "cat ~/installed", ct)).Should().Be("v1");
         (await PodmanSsh.RunAsync(before, fixture.Image, "ls ~/installed 2>/dev/null || echo absent", ct)).Should().Be("absent");
-        after["ssh"]!["host_key_source"]!.GetValue<string>().Should().Be("image");
+        after["ssh"]!["host_key_source"]!.GetValue<string>().Should().Be("machine");
 
         var current = $"localhost/falk/{podman.Instance}/templates/sshd:current";
         (await PodmanCli.RunAsync(["image", "inspect", "--format", "{{.Id}}", current], ct)).Should().ContainSingle();

@@ -7,7 +7,7 @@ namespace Falk.Tests.Backends.Podman;
 public sealed class PodmanLifecycleTests(PodmanFixture fixture) : IClassFixture<PodmanFixture>
 {
     [Fact(Timeout = 120_000)]
-    public async Task A_machine_boots_from_base_image_and_chantal_logs_in_with_the_host_key_read_from_the_image()
+    public async Task A_machine_boots_from_base_image_and_chantal_logs_in_with_the_host_key_made_for_it()
     {
         var ct = TestContext.Current.CancellationToken;
         await using var podman = await fixture.StartDaemonAsync(ct);
@@ -18,8 +18,8 @@ public sealed class PodmanLifecycleTests(PodmanFixture fixture) : IClassFixture<
         var booted = await podman.Client.BootAsync(id, ct);
 
         booted["state"]!.GetValue<string>().Should().Be("running");
-        booted["ssh"]!["host_key_source"]!.GetValue<string>().Should().Be("image");
-        booted["ssh"]!["known_host_key"]!.GetValue<string>().Should().Be(fixture.Image.HostKey.PublicKeyLine);
+        booted["ssh"]!["host_key_source"]!.GetValue<string>().Should().Be("machine");
+        booted["ssh"]!["known_host_key"]!.GetValue<string>().Should().Be(created["ssh"]!["known_host_key"]!.GetValue<string>());
         booted["ssh"]!["known_host_key_verified"]!.GetValue<bool>().Should().BeTrue();
         (await PodmanSsh.RunAsync(booted, fixture.Image, "echo hello-from-$(id -un)", ct)).Should().Be("hello-from-chantal");
 
@@ -48,9 +48,16 @@ public sealed class PodmanLifecycleTests(PodmanFixture fixture) : IClassFixture<
             ssh_user = chantal
             ssh_host = 127.0.0.1
             ssh_known_host_key = {fixture.Image.HostKey.PublicKeyLine}
+
+            [from-image]
+            type = podman
+            base_image = {fixture.Image.Reference}
+            ssh_user = chantal
+            ssh_host = 127.0.0.1
+            host_key = image
             """);
 
-        var fromImage = await podman.Client.CreateAsync("sshd", ct);
+        var fromImage = await podman.Client.CreateAsync("from-image", ct);
         var fromConfig = await podman.Client.CreateAsync("pinned", ct);
 
         fromImage["state"]!.GetValue<string>().Should().Be("prepared", "the key is read out of the image without starting anything");

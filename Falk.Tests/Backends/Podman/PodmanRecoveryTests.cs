@@ -35,7 +35,8 @@ public sealed class PodmanRecoveryTests(PodmanFixture fixture) : IClassFixture<P
         back["state"]!.GetValue<string>().Should().Be("running");
         back["ssh"]!["port"]!.GetValue<int>().Should().Be(created["ssh"]!["port"]!.GetValue<int>());
         back["lease_expires_at"]!.GetValue<DateTimeOffset>().Should().Be(created["lease_expires_at"]!.GetValue<DateTimeOffset>());
-        back["ssh"]!["known_host_key"]!.GetValue<string>().Should().Be(fixture.Image.HostKey.PublicKeyLine);
+        back["ssh"]!["known_host_key"]!.GetValue<string>().Should().Be(created["ssh"]!["known_host_key"]!.GetValue<string>(), "the machine keeps the key made for it");
+        back["ssh"]!["host_key_source"]!.GetValue<string>().Should().Be("machine");
         machines.Single(m => m!["id"]!.GetValue<string>() == prepared)!["state"]!.GetValue<string>().Should().Be("prepared");
         (await PodmanSsh.RunAsync(back, fixture.Image, "id -un", ct)).Should().Be("chantal", "the container kept serving SSH on its port");
         using (var list = await podman.Client.GetAsync($"v1/machines/{id}/snapshots", ct))

@@ -50,11 +50,13 @@ class Template:
     type: str
     ssh_user: str
     ssh_host: str
+    """The literal address its machines answer SSH on (the config's ``ssh_host`` resolved once by the daemon)."""
     manage_supported: bool
     host_key_source: str
-    """Where its machines' host key comes from: ``config``, ``image`` (read out of the image) or ``observed``."""
+    """Where its machines' host key comes from: ``config``, ``machine`` (made for each machine at create, podman),
+    ``image`` (read out of the image) or ``observed``."""
     host_key_verified: bool
-    """True when readiness checks the key (``config`` or ``image``)."""
+    """True when readiness checks the key (``config``, ``machine`` or ``image``)."""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Template:

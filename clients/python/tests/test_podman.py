@@ -13,10 +13,10 @@ from .conftest import PodmanSetup, podman
 pytestmark = pytest.mark.podman
 
 
-async def test_a_podman_machine_is_logged_into_with_the_key_read_from_its_image_and_removed(podman_daemon: PodmanSetup) -> None:
+async def test_a_podman_machine_is_logged_into_with_the_key_made_for_it_and_removed(podman_daemon: PodmanSetup) -> None:
     async with podman_daemon.daemon.client() as client:
         async with client.machine("debian-ssh", lease_seconds=30, labels={"job": "py-podman"}) as m:
-            assert m.state == "running" and m.ssh.verified and m.ssh.host_key_source == "image"
+            assert m.state == "running" and m.ssh.verified and m.ssh.host_key_source == "machine"
             containers = podman("ps", "-q", "--filter", f"label=org.falk.machine={m.id}")
             assert len(containers) == 1
 

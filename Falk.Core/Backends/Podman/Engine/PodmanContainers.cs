@@ -23,6 +23,9 @@ public sealed record ContainerSpec(string Name, string Image, IReadOnlyDictionar
     public long? MemoryBytes { get; init; }
 
     public long? NanoCpus { get; init; }
+
+    /// <summary>The most the engine's own log of the container (its console) may grow to; null for the engine's default.</summary>
+    public long? LogMaxBytes { get; init; }
 }
 
 public sealed record DeviceSpec(string HostPath, string ContainerPath, string Permissions);
@@ -123,6 +126,16 @@ internal sealed class PodmanContainers(PodmanEngine engine) : IPodmanContainers
                 NanoCPUs = spec.NanoCpus ?? 0,
             },
         };
+        if (spec.LogMaxBytes is { } logMax)
+        {
+            // Podman's own file of the container's output (k8s-file, what the logs endpoint reads) is cut at this size.
+            parameters.HostConfig.LogConfig = new LogConfig
+            {
+                Type = "k8s-file",
+                Config = new Dictionary<string, string> { ["max-size"] = logMax.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+            };
+        }
+
         if (spec.Command is not null)
         {
             parameters.Cmd = spec.Command.ToList();
