@@ -244,6 +244,40 @@ public sealed class FalkCommandTests(SshdDaemonFixture fixture) : IClassFixture<
         events.Count(e => e == "lease_renewed").Should().BeGreaterThanOrEqualTo(3);
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task A_machine_selected_through_falk_shell_outlives_its_lease_while_the_shell_is_open_and_goes_when_it_ends()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var daemon = await FalkDaemon.StartAsync("""
+            [sleeper]
+            type = custom
+            launch = /bin/sleep 1000
+            ssh_user = nobody
+            """, ct, "default_lease_seconds = 2");
+        await using (daemon)
+        {
+            await using var kevin = LegacyProtocolClient.Spawn([FalkCommand.Executable, "--socket", daemon.SocketPath, "shell", "kevin"]);
+            await kevin.KevinHandshakeAsync(sendLogin: false, ct);
+            var runId = (await kevin.ExpectAsync("""{"name": "sleeper", "class": "Select"}""", "RunID", ct, "run_id"))["run_id"]!.GetValue<long>();
+            var machine = (await daemon.Client.ListAsync(ct)).Should().ContainSingle().Subject!;
+            var id = machine["id"]!.GetValue<string>();
+            machine["lease_expires_at"]!.GetValue<DateTimeOffset>().Should().BeCloseTo(DateTimeOffset.UtcNow.AddSeconds(2), TimeSpan.FromSeconds(2));
+
+            await Task.Delay(TimeSpan.FromSeconds(5), ct); // more than twice the lease, with the shell open
+
+            (await daemon.Client.StateAsync(id, ct)).Should().Be("prepared", "the connection renews its machines' leases");
+            (await kevin.ExpectAsync($$"""{"run_id": {{runId}}, "class": "Status"}""", "VMStatus", ct, "run_id", "running"))["running"]!.GetValue<bool>().Should().BeFalse("the run id still names the prepared machine");
+            // The replay comes at once; then renewals keep coming, so the read ends at the first short pause.
+            var types = (await daemon.Client.ReadEventsAsync(0, 1_000, ct, quiet: TimeSpan.FromMilliseconds(300))).Where(e => e.Data["machine_id"]!.GetValue<string>() == id).Select(e => e.Type).ToList();
+            types.Should().Contain("lease_renewed").And.NotContain("lease_expired");
+
+            kevin.EndInput();
+            await Wait.UntilAsync(
+                async c => (await daemon.Client.ListAsync(c)).Count == 0 ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>("the machine is still there"),
+                TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(20), "the shell's end to destroy its machine", ct);
+        }
+    }
+
     [Fact(Timeout = 120_000)]
     public async Task Manage_without_a_terminal_and_without_commit_or_discard_discards_without_asking()
     {
