@@ -57,8 +57,8 @@ programs=(
     # podman backend: the API service and what it starts per container
     podman conmon runc /usr/lib/podman/netavark /usr/lib/podman/aardvark-dns catatonit iptables
     slirp4netns fuse-overlayfs newuidmap newgidmap
-    # qemu backend
-    qemu-system-x86_64 qemu-img
+    # qemu backend (qemu-io: the tests write data into a base image)
+    qemu-system-x86_64 qemu-img qemu-io
     # lxd backend: the daemon the fixtures start, and lxc for the one-time host set-up and the test image
     lxd lxc
     # test image builds: podman image (mmdebstrap) and QEMU guest (kernel package, busybox, ext4 image)

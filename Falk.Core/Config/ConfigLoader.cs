@@ -26,9 +26,9 @@ public static partial class ConfigLoader
         IConfigurationRoot root;
         try
         {
-            root = new ConfigurationBuilder().AddIniFile(fullPath, optional: false, reloadOnChange: false).Build();
+            root = new ConfigurationBuilder().AddInMemoryCollection(IniContinuations.Read(fullPath)).Build();
         }
-        catch (FileNotFoundException)
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
             throw new ConfigException([$"{fullPath}: no such file"]);
         }

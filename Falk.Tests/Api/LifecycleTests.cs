@@ -3,6 +3,7 @@ using Falk.Core.Machines;
 using Falk.Core.Unix;
 using Falk.Tests.Fixtures;
 using Renci.SshNet;
+using Renci.SshNet.Common;
 
 namespace Falk.Tests.Api;
 
@@ -35,7 +36,7 @@ public sealed class LifecycleTests(SshdDaemonFixture fixture) : IClassFixture<Ss
         ssh["known_hosts_line"]!.GetValue<string>().Should().Be($"[127.0.0.1]:{port} {fixture.Ssh.HostKey.PublicKeyLine}");
 
         // Log in as a CI job would: key auth, and only the host key the API gave.
-        List<int> sessionProcesses;
+        var marker = Random.Shared.Next(100_000, 999_999);
         var connection = new ConnectionInfo("127.0.0.1", port, fixture.Ssh.User, new PrivateKeyAuthenticationMethod(fixture.Ssh.User, new PrivateKeyFile(fixture.Ssh.ClientKeyPath)));
         using (var client = new SshClient(connection))
         {
@@ -45,19 +46,36 @@ public sealed class LifecycleTests(SshdDaemonFixture fixture) : IClassFixture<Ss
             command.ExitStatus.Should().Be(0);
             command.Result.Trim().Should().Be($"hello-from-{fixture.Ssh.User}");
 
-            // While the session is open: the machine's sshd and the session processes it forked (sshd puts each in
-            // a session of its own, so only the descendants find them). Delete must end them all, session included.
-            // (sshd rewrites its command line and environment for its process titles; the listener keeps -p PORT.)
+            // A job's command still running in the session: sshd runs it in a session of its own, with the environment
+            // sshd makes (no marks), under per-connection sshd processes that also left the launch's session and rewrote
+            // their environment for their process titles. Only the descendants of the listener find them.
+            using var job = client.CreateCommand($"exec sleep {marker}");
+            var jobRun = job.ExecuteAsync(ct);
+            var sleeper = await Falk.Core.Waiting.Wait.UntilAsync(
+                _ => Task.FromResult(ProcessTable.WithArgument($"sleep {marker}") is [var pid] ? Falk.Core.Waiting.ProbeOutcome.Done(pid) : Falk.Core.Waiting.ProbeOutcome.NotYet<int>("the job's sleep is not running yet")),
+                TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(10), "the job's command to run", ct);
             var listener = ProcessTable.WithArgument($"-p {port} ").Should().ContainSingle("the launch is one sshd listening").Subject;
-            sessionProcesses = [listener, .. ProcessTree.Descendants(listener)];
-            sessionProcesses.Should().HaveCountGreaterThan(1, "the open session has processes of its own");
+            List<int> sessionProcesses = [listener, .. ProcessTree.Descendants(listener)];
+            sessionProcesses.Should().Contain(sleeper).And.HaveCountGreaterThan(2, "the connection has sshd processes of its own");
+            ProcessTree.Read(sleeper)!.Value.Session.Should().NotBe(ProcessTree.Read(listener)!.Value.Session, "sshd puts the job in a session of its own");
+
             await Client.DeleteMachineAsync(id, ct);
+
+            // Checked while the client is still connected: nothing here ends because the client went away.
+            sessionProcesses.Where(ProcessTree.IsAlive).Should().BeEmpty("delete ends the sshd, its connection processes and the job's command");
+            try
+            {
+                await jobRun;
+            }
+            catch (Exception e) when (e is SshException or ObjectDisposedException)
+            {
+                // The connection went with the machine.
+            }
         }
 
         using var gone = await Client.GetAsync($"v1/machines/{id}", ct);
         await gone.ShouldBeProblemAsync(HttpStatusCode.NotFound, "machine-not-found", ct);
         (await Client.ListAsync(ct)).Should().NotContain(m => m!["id"]!.GetValue<string>() == id);
-        sessionProcesses.Where(ProcessTree.IsAlive).Should().BeEmpty("the sshd and its session processes must be gone");
         PortAllocator.IsFreeOnHost(port).Should().BeTrue();
     }
 

@@ -92,6 +92,63 @@ public sealed class RecoveryTests
         }
     }
 
+    [Fact(Timeout = 90_000)]
+    public async Task After_a_restart_a_launch_whose_pid_another_process_now_holds_is_not_taken_back_and_that_process_is_left_alone()
+    {
+        Assert.SkipUnless(Environment.UserName == "root", "needs root to hand a chosen pid to a new process (ns_last_pid)");
+        var ct = TestContext.Current.CancellationToken;
+        var marker = Random.Shared.Next(100_000, 999_999);
+        var daemon = await FalkDaemon.StartAsync(Template(marker), ct, onShutdown: "keep");
+        await using (daemon)
+        {
+            var id = (await daemon.Client.CreateAsync("sleeper", ct))["id"]!.GetValue<string>();
+            await daemon.Client.BootAsync(id, ct, "");
+            var launch = ProcessTable.WithArgument($"sleep {marker}").Should().ContainSingle().Subject;
+            await daemon.SignalDaemonOnlyAsync(kill: true, ct);
+
+            // While the daemon is down the launch dies, and its pid goes to an unrelated process (no marks, another start time).
+            ProcessTree.Kill(launch);
+            await Falk.Core.Waiting.Wait.UntilAsync(
+                _ => Task.FromResult(ProcessTree.Read(launch) is null ? Falk.Core.Waiting.ProbeOutcome.Done(true) : Falk.Core.Waiting.ProbeOutcome.NotYet<bool>("the launch is still there")),
+                TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(10), "the killed launch to be reaped", ct);
+            var (holder, holderStart) = await TakePidAsync(launch, $"sleep {marker}7", ct);
+            await using var holderHandle = holder;
+
+            await daemon.StartProcessAsync(ct);
+
+            (await daemon.Client.ListAsync(ct)).Should().NotContain(m => m!["id"]!.GetValue<string>() == id, "its launch is gone; the pid's holder is not it");
+            ProcessTree.IsSameLiveProcess(launch, holderStart).Should().BeTrue("the process that now holds the pid is not the machine's and is left alone");
+        }
+    }
+
+    /// <summary>
+    /// Starts a process that holds <paramref name="pid"/> (freed before): the kernel hands out the pid after the last one
+    /// given (<c>ns_last_pid</c>), so a shell sets that and forks at once; tried again when another fork came between.
+    /// </summary>
+    private static async Task<(RunningProcess Process, long StartTime)> TakePidAsync(int pid, string command, CancellationToken ct)
+    {
+        for (var attempt = 0; attempt < 100; attempt++)
+        {
+            var shell = RunningProcess.Start(new ProcessSpec(["/bin/sh", "-c", $"echo {pid - 1} > /proc/sys/kernel/ns_last_pid; {command} & echo $!; wait"]));
+            var printed = await Falk.Core.Waiting.Wait.UntilAsync(
+                _ => Task.FromResult(shell.Stdout.Tail(1).Trim() is { Length: > 0 } line ? Falk.Core.Waiting.ProbeOutcome.Done(line) : Falk.Core.Waiting.ProbeOutcome.NotYet<string>("no pid printed yet")),
+                TimeSpan.FromMilliseconds(10), TimeSpan.FromSeconds(10), "the shell to print its child's pid", ct);
+            if (printed == pid.ToString(System.Globalization.CultureInfo.InvariantCulture) && ProcessTree.StartTime(pid) is { } start)
+            {
+                return (shell, start);
+            }
+
+            foreach (var child in ProcessTree.Descendants(shell.Pid))
+            {
+                ProcessTree.Kill(child);
+            }
+
+            await shell.DisposeAsync();
+        }
+
+        throw new InvalidOperationException($"pid {pid} could not be taken: other processes kept forking first");
+    }
+
     [Fact(Timeout = 60_000)]
     public async Task With_on_shutdown_destroy_SIGTERM_leaves_nothing_and_the_next_start_has_no_machines()
     {

@@ -30,6 +30,12 @@ public sealed class FalkManageTests(PodmanFixture fixture) : IClassFixture<Podma
         var (_, after, _) = await FalkCommand.RunAsync(socket, ct, "run", "-i", key, "sshd", "--", "cat", "/home/chantal/marker");
         after.Trim().Should().Be("42", "a discarded session changes nothing");
         (await podman.Client.ListAsync(ct)).Should().BeEmpty("every session deletes its machine");
+
+        // The event stream told the commit once, naming the version the command printed; the discarded session none.
+        var version = System.Text.RegularExpressions.Regex.Match(commitLog, @"is now version (\S+)").Groups[1].Value;
+        var committedEvents = (await podman.Client.ReadEventsAsync(0, 1_000, ct)).Where(e => e.Type == "committed").ToList();
+        committedEvents.Should().ContainSingle().Which.Data["detail"]!.GetValue<string>().Should().Be(version).And.NotBeEmpty();
+        committedEvents[0].Data["template"]!.GetValue<string>().Should().Be("sshd");
         (await PodmanCli.ContainersAsync(podman.InstanceLabel, ct)).Should().BeEmpty();
     }
 }

@@ -285,6 +285,28 @@ public sealed class ConfigLoaderTests : IDisposable
     }
 
     [Fact]
+    public void A_line_indented_under_a_key_continues_its_value_as_configparser_reads_it()
+    {
+        var config = Load(Write("""
+            [falk]
+            [box]
+            type = podman
+            base_image = localhost/box
+            environment = A=1
+                B="two words"
+            ; a comment inside the value is skipped
+              C=3
+
+            ssh_user = chantal
+            """));
+
+        var box = config.Templates.Should().ContainSingle().Subject;
+        ((PodmanTemplateOptions)box.BackendOptions).Environment.Should().Equal("A=1", "B=two words", "C=3");
+        box.SshUser.Should().Be("chantal", "a blank line ends the value; the next key is a key again");
+        config.Warnings.Should().BeEmpty("no continuation line is read as a key of its own");
+    }
+
+    [Fact]
     public void Unknown_keys_are_a_warning_not_an_error()
     {
         var config = Load(Write("""

@@ -51,6 +51,14 @@ public static partial class FalkCommand
         }
     }
 
+    /// <summary>Waits until a running falk has printed a line matching <paramref name="pattern"/> (a regular expression) on stdout; returns everything it printed.</summary>
+    public static Task<string> PrintedAsync(RunningProcess falk, string pattern, CancellationToken ct) =>
+        Falk.Core.Waiting.Wait.UntilAsync(
+            _ => Task.FromResult(falk.Stdout.Tail(1_000) is var printed && Regex.IsMatch(printed, pattern, RegexOptions.Multiline)
+                ? Falk.Core.Waiting.ProbeOutcome.Done(printed)
+                : Falk.Core.Waiting.ProbeOutcome.NotYet<string>($"falk printed so far: {printed}")),
+            TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(30), $"falk to print /{pattern}/", ct);
+
     [GeneratedRegex(@"\r|\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]")]
     private static partial Regex TerminalControl();
 }

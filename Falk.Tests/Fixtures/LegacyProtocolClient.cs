@@ -228,9 +228,9 @@ public sealed class LegacyProtocolClient : IAsyncDisposable
             {
                 _process.StandardInput.Close();
             }
-            catch (IOException)
+            catch (Exception e) when (e is IOException or ObjectDisposedException)
             {
-                // Already gone.
+                // Already gone, or already closed by EndInput.
             }
 
             if (!_process.WaitForExit(TimeSpan.FromSeconds(10)))

@@ -179,7 +179,7 @@ public sealed class PodmanLifecycleTests(PodmanFixture fixture) : IClassFixture<
     }
 
     [Fact(Timeout = 120_000)]
-    public async Task The_command_key_is_logged_once_as_ignored_and_the_keys_replacing_it_reach_the_container()
+    public async Task The_command_key_is_logged_once_as_ignored_and_the_keys_replacing_it_reach_the_container_environment_one_per_line_and_devices()
     {
         var ct = TestContext.Current.CancellationToken;
         using var shared = new TempDirectory();
@@ -193,7 +193,11 @@ public sealed class PodmanLifecycleTests(PodmanFixture fixture) : IClassFixture<
             command = podman run --rm -p {"{SSHPORT}"}:22 -m 256m {"{BASE_IMAGE}"}
             memory = 256m
             cpus = 1
-            environment = FALK_GREETING="hello world" CI=1
+            environment = FALK_GREETING="hello world"
+                CI=1
+                # a comment line inside the value is skipped
+                FALK_LAST=line-three
+            devices = /dev/zero:/dev/falk-zero, /dev/null
             volumes = {shared.Path}:/srv/shared:ro
             publish = 8080
             ssh_user = chantal
@@ -205,7 +209,13 @@ public sealed class PodmanLifecycleTests(PodmanFixture fixture) : IClassFixture<
         var id = booted["id"]!.GetValue<string>();
         (await PodmanSsh.RunAsync(booted, fixture.Image, "cat /srv/shared/greeting", ct)).Should().Be("hello from the host");
         var environment = await PodmanCli.RunAsync(["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", id], ct);
-        environment.Should().Contain(["FALK_GREETING=hello world", "CI=1"]);
+        environment.Should().Contain(["FALK_GREETING=hello world", "CI=1", "FALK_LAST=line-three"]);
+
+        // The devices are there inside the machine, under the names asked for: the host's /dev/zero as /dev/falk-zero.
+        (await PodmanSsh.RunAsync(booted, fixture.Image, "stat -c '%F %t:%T' /dev/falk-zero /dev/null && head -c 3 /dev/falk-zero | od -An -tx1", ct))
+            .Should().Be("character special file 1:5\ncharacter special file 1:3\n 00 00 00");
+        var devices = await PodmanCli.RunAsync(["inspect", "--format", "{{range .HostConfig.Devices}}{{.PathOnHost}}>{{.PathInContainer}}{{println}}{{end}}", id], ct);
+        devices.Should().Contain(["/dev/zero>/dev/falk-zero", "/dev/null>/dev/null"]);
         var limits = await PodmanCli.RunAsync(["inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}", id], ct);
         limits.Should().Equal($"{256 * 1024 * 1024} 1000000000");
         (await PodmanCli.RunAsync(["port", id, "8080/tcp"], ct)).Should().ContainSingle().Which.Should().StartWith("127.0.0.1:");

@@ -59,28 +59,55 @@ public sealed class QemuManagementTests(QemuDaemonFixture fixture) : IClassFixtu
         File.Exists(fixture.BaseImage).Should().BeTrue();
     }
 
-    [Fact(Timeout = 60_000)]
-    public async Task A_commit_cut_short_leaves_the_previous_version_current_and_its_partial_files_are_removed_at_the_next_start()
+    [Fact(Timeout = 180_000)]
+    public async Task A_commit_cut_short_by_killing_the_daemon_leaves_the_previous_version_current_and_its_partial_files_are_removed_at_the_next_start()
     {
         var ct = TestContext.Current.CancellationToken;
         using var dir = new TempDirectory();
         var baseImage = dir.File("small.qcow2");
-        await new ProcessRunner().RunAsync(new ProcessSpec(["qemu-img", "create", "-q", "-f", "qcow2", baseImage, "64M"]), TimeSpan.FromSeconds(30), ct);
-        var versions = System.IO.Directory.CreateDirectory(baseImage + ".falk-versions").FullName;
-        File.Copy(baseImage, Path.Combine(versions, "v1.qcow2"));
-        File.CreateSymbolicLink(Path.Combine(versions, "current"), "v1.qcow2");
-        // What a daemon killed during a commit leaves: a half-written version and a link not yet renamed into place.
-        await File.WriteAllTextAsync(Path.Combine(versions, "v2.qcow2.mcrashed00001.falk-partial"), "half", ct);
-        File.CreateSymbolicLink(Path.Combine(versions, "current.mcrashed00001.falk-partial"), "v2.qcow2.mcrashed00001.falk-partial");
+        var versions = baseImage + ".falk-versions";
+        var runner = new ProcessRunner();
+        // Data in the base, so that the commit's copy (and its flush to disk) takes long enough to be cut short.
+        await runner.RunAsync(new ProcessSpec(["qemu-img", "create", "-q", "-f", "qcow2", baseImage, "1G"]), TimeSpan.FromSeconds(30), ct);
+        await runner.RunAsync(new ProcessSpec(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 128M", baseImage]), TimeSpan.FromMinutes(1), ct);
 
-        var daemon = await FalkDaemon.StartAsync(fixture.Guest.Template("small", baseImage), ct);
+        var daemon = await FalkDaemon.StartAsync(fixture.Guest.Template("small", baseImage), ct, onShutdown: "keep");
         await using (daemon)
         {
+            string manage;
+            using (var created = await daemon.Client.PostJsonAsync("v1/machines", new { template = "small", manage = true }, ct))
+            {
+                created.StatusCode.Should().Be(HttpStatusCode.Created);
+                manage = (await created.JsonAsync(ct))["id"]!.GetValue<string>();
+            }
+
+            var commit = daemon.Client.PostJsonAsync($"v1/machines/{manage}/commit", new { timeout_seconds = 60 }, ct);
+
+            // The daemon dies while the new version is being written.
+            var partial = await Falk.Core.Waiting.Wait.UntilAsync(
+                _ => Task.FromResult(System.IO.Directory.Exists(versions) && System.IO.Directory.GetFiles(versions, "*.falk-partial") is [var file]
+                    ? Falk.Core.Waiting.ProbeOutcome.Done(file) : Falk.Core.Waiting.ProbeOutcome.NotYet<string>("no partial version yet")),
+                TimeSpan.FromMilliseconds(5), TimeSpan.FromSeconds(60), "the commit to begin writing", ct);
+            await daemon.SignalDaemonOnlyAsync(kill: true, ct);
+            await FluentActions.Awaiting(() => commit).Should().ThrowAsync<HttpRequestException>("the daemon died before it answered");
+            System.IO.Directory.GetFiles(versions).Should().NotContain(f => f.EndsWith("v1.qcow2", StringComparison.Ordinal), "the commit was cut short before its version was complete");
+
+            await daemon.StartProcessAsync(ct);
+
+            System.IO.Directory.GetFileSystemEntries(versions).Should().BeEmpty("the partial version is removed and no current link was ever made");
+            var fresh = (await daemon.Client.CreateAsync("small", ct))["id"]!.GetValue<string>();
+            (await BackingFileAsync(Path.Combine(daemon.Directory.Path, "state", "machines", fresh, "overlay.qcow2"), ct)).Should().Be(baseImage, "the previous version is still the one in force");
+            await daemon.Client.DeleteMachineAsync(fresh, ct);
+
+            // The copy that was cut short runs nowhere any more (an orphaned qemu-img ends once its file is gone or done).
+            await Falk.Core.Waiting.Wait.UntilAsync(
+                _ => Task.FromResult(ProcessTable.WithArgument(partial).Count == 0 ? Falk.Core.Waiting.ProbeOutcome.Done(true) : Falk.Core.Waiting.ProbeOutcome.NotYet<bool>("qemu-img still writes the partial version")),
+                TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(60), "the cut-short copy to end", ct);
+
+            // The management machine was taken back; committing it now works and makes the first version.
+            (await CommitWithAsync(daemon.Client, manage, ct))["version"]!.GetValue<string>().Should().Be("v1");
+            await daemon.Client.DeleteMachineAsync(manage, ct);
             System.IO.Directory.GetFileSystemEntries(versions).Select(Path.GetFileName).Should().BeEquivalentTo("current", "v1.qcow2");
-            new FileInfo(Path.Combine(versions, "current")).LinkTarget.Should().Be("v1.qcow2");
-            var id = (await daemon.Client.CreateAsync("small", ct))["id"]!.GetValue<string>();
-            (await BackingFileAsync(Path.Combine(daemon.Directory.Path, "state", "machines", id, "overlay.qcow2"), ct)).Should().Be(Path.Combine(versions, "v1.qcow2"));
-            await daemon.Client.DeleteMachineAsync(id, ct);
         }
     }
 
@@ -94,9 +121,11 @@ public sealed class QemuManagementTests(QemuDaemonFixture fixture) : IClassFixtu
         return body;
     }
 
-    private async Task<JsonNode> CommitAsync(string id, CancellationToken ct)
+    private Task<JsonNode> CommitAsync(string id, CancellationToken ct) => CommitWithAsync(Client, id, ct);
+
+    private static async Task<JsonNode> CommitWithAsync(HttpClient client, string id, CancellationToken ct)
     {
-        using var response = await Client.PostJsonAsync($"v1/machines/{id}/commit", new { timeout_seconds = 60 }, ct);
+        using var response = await client.PostJsonAsync($"v1/machines/{id}/commit", new { timeout_seconds = 60 }, ct);
         var body = await response.JsonAsync(ct);
         response.StatusCode.Should().Be(HttpStatusCode.OK, body.ToJsonString());
         return body;
