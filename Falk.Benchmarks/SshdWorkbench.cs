@@ -11,9 +11,10 @@ namespace Falk.Benchmarks;
 /// </summary>
 internal sealed class SshdWorkbench : IAsyncDisposable
 {
-    private SshdWorkbench(string work, HttpClient client, RunningProcess daemon, string sshdConfig, HostKey hostKey)
+    private SshdWorkbench(string work, string socket, HttpClient client, RunningProcess daemon, string sshdConfig, HostKey hostKey)
     {
         Work = work;
+        Socket = socket;
         Client = client;
         Daemon = daemon;
         SshdConfig = sshdConfig;
@@ -21,6 +22,9 @@ internal sealed class SshdWorkbench : IAsyncDisposable
     }
 
     public string Work { get; }
+
+    /// <summary>falkd's control socket.</summary>
+    public string Socket { get; }
 
     public HttpClient Client { get; }
 
@@ -40,7 +44,7 @@ internal sealed class SshdWorkbench : IAsyncDisposable
             var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(2));
             var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);
             var key = HostKey.TryParse(await File.ReadAllTextAsync(hostKey + ".pub", cancellationToken), out _)!;
-            return new SshdWorkbench(work, client, daemon, sshdConfig, key);
+            return new SshdWorkbench(work, socket, client, daemon, sshdConfig, key);
         }
         catch
         {
