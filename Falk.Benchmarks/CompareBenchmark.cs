@@ -83,9 +83,8 @@ public static class CompareBenchmark
                     }
                 }
 
-                var load = (await File.ReadAllTextAsync("/proc/loadavg", cancellationToken)).Split(' ')[..3];
                 Console.WriteLine($"falk-bench compare {runs}: podman {(await docker.System.GetVersionAsync(cancellationToken)).Version}, image {Image}, "
-                    + $"{runs} interleaved runs after {WarmUp} warm-up runs, {Environment.ProcessorCount} cores, load average at the end {string.Join(' ', load)}");
+                    + $"{runs} interleaved runs after {WarmUp} warm-up runs, {Environment.ProcessorCount} cores, load average at the end {ProcessFigures.LoadAverage()}");
                 Console.WriteLine(OtherProviders());
                 Print("Falk", falk);
                 Print("direct API", direct);

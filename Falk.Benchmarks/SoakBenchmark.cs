@@ -37,7 +37,7 @@ public static class SoakBenchmark
             var client = bench.Client;
             var daemon = bench.Daemon;
             Console.WriteLine($"falk-bench soak {sequential} {concurrent} {parallelism} {idle.TotalSeconds:0}: custom backend (Debian sshd), falkd pid {daemon.Pid}, "
-                + $"{Environment.ProcessorCount} cores, load average {LoadAverage()}");
+                + $"{Environment.ProcessorCount} cores, load average {ProcessFigures.LoadAverage()}");
             Console.WriteLine($"{"phase",-34} {"done",6} {"failed",6} {"fds",5} {"threads",7} {"rss MiB",8} {"lifecycles/s",12}");
             var failures = 0;
             var done = 0;
@@ -119,8 +119,6 @@ public static class SoakBenchmark
         return grew;
     }
 
-    private static string LoadAverage() => string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ')[..3]);
-
     internal static async Task<bool> LifecycleAsync(HttpClient client, CancellationToken cancellationToken)
     {
         using var created = await client.PostAsJsonAsync("v1/machines", new { template = "sshd" }, cancellationToken);
@@ -152,7 +150,7 @@ public static class SoakBenchmark
     {
         var sample = new Sample(Directory.GetFiles($"/proc/{pid}/fd").Length, ProcessFigures.Status(pid, "Threads"), ProcessFigures.RssMiB(pid));
         var rate = done / Math.Max(watch.Elapsed.TotalSeconds, 0.001);
-        Console.WriteLine($"{phase,-34} {done,6} {failures,6} {sample.Fds,5} {sample.Threads,7} {sample.RssMiB,8:0.0} {rate,12:0.0}  load {LoadAverage()}");
+        Console.WriteLine($"{phase,-34} {done,6} {failures,6} {sample.Fds,5} {sample.Threads,7} {sample.RssMiB,8:0.0} {rate,12:0.0}  load {ProcessFigures.LoadAverage()}");
         return sample;
     }
 }
