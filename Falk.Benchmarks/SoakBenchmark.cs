@@ -31,9 +31,12 @@ public static class SoakBenchmark
         var concurrent = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1000;
         var parallelism = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 20;
         var idle = TimeSpan.FromSeconds(args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 60);
-        var bench = await SshdWorkbench.StartAsync("[28000,28199]", cancellationToken);
+        var logPath = Path.Combine(Path.GetTempPath(), $"falk-bench-soak-{Environment.ProcessId}.log");
+        using var log = TextWriter.Synchronized(new StreamWriter(logPath) { AutoFlush = true });
+        var bench = await SshdWorkbench.StartAsync("[28000,28199]", cancellationToken, log);
         await using (bench)
         {
+            Console.WriteLine($"falkd's output goes to {logPath}");
             var client = bench.Client;
             var daemon = bench.Daemon;
             Console.WriteLine($"falk-bench soak {sequential} {concurrent} {parallelism} {idle.TotalSeconds:0}: custom backend (Debian sshd), falkd pid {daemon.Pid}, "

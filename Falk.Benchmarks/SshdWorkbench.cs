@@ -35,14 +35,15 @@ internal sealed class SshdWorkbench : IAsyncDisposable
     public HostKey HostKey { get; }
 
     /// <param name="ports">The vm_ports range, e.g. <c>[27800,27899]</c>.</param>
-    public static async Task<SshdWorkbench> StartAsync(string ports, CancellationToken cancellationToken)
+    /// <param name="daemonLog">A file that gets falkd's output (kept after the bench), or null for none.</param>
+    public static async Task<SshdWorkbench> StartAsync(string ports, CancellationToken cancellationToken, TextWriter? daemonLog = null)
     {
         var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
         try
         {
             var (config, socket, hostKey, sshdConfig) = await WriteConfigAsync(work, ports, cancellationToken);
             var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(2));
-            var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);
+            var daemon = await LocalFalkd.StartAsync(config, client, daemonLog is null ? null : daemonLog.WriteLine, cancellationToken);
             var key = HostKey.TryParse(await File.ReadAllTextAsync(hostKey + ".pub", cancellationToken), out _)!;
             return new SshdWorkbench(work, socket, client, daemon, sshdConfig, key);
         }
