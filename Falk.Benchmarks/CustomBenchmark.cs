@@ -35,7 +35,7 @@ public static class CustomBenchmark
                 }
             }
 
-            Console.WriteLine($"custom backend (Debian sshd), {runs} interleaved runs after 2 warm-up runs");
+            Console.WriteLine($"falk-bench custom {runs}: custom backend (Debian sshd), {runs} interleaved runs after 2 warm-up runs, {Environment.ProcessorCount} cores, load average {ProcessFigures.LoadAverage()}");
             Console.WriteLine(Stats.Describe("through Falk: create+boot?wait=ssh+delete", viaFalk));
             Console.WriteLine(Stats.Describe("by hand: start sshd+same probe+kill", direct));
             Console.WriteLine($"{"ratio of medians (Falk / by hand)",-40} {Stats.Median(viaFalk) / Stats.Median(direct):0.00}");

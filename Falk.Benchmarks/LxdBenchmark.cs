@@ -23,14 +23,9 @@ public static class LxdBenchmark
 
         var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
         var podmanSocket = Path.Combine(work, "podman.sock");
-        var service = runner.Start(new ProcessSpec(["podman", "system", "service", "--time=0", "unix://" + podmanSocket])
-        {
-            Environment = new Dictionary<string, string?> { ["CONTAINERS_CONF"] = Path.Combine(root, "images", "podman", "containers.conf") },
-            OwnProcessGroup = true,
-        });
+        var service = await PodmanBenchmark.StartServiceAsync(runner, root, podmanSocket, cancellationToken);
         try
         {
-            await PodmanBenchmark.WaitForSocketAsync(podmanSocket, cancellationToken);
             var socket = Path.Combine(work, "falk.sock");
             var config = Path.Combine(work, "falk.conf");
             await File.WriteAllTextAsync(config, $"""

@@ -27,7 +27,6 @@ public static class PodmanBenchmark
     {
         var runs = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 20;
         var root = RepositoryRoot();
-        var containersConf = Path.Combine(root, "images", "podman", "containers.conf");
         var runner = new ProcessRunner();
         await runner.RunAsync(new ProcessSpec([Path.Combine(root, "images", "podman", "build-image.sh")]), TimeSpan.FromMinutes(10), cancellationToken);
         var imageDirectory = Path.Combine(Environment.GetEnvironmentVariable("FALK_IMAGE_DIR") ?? "/var/cache/falk-test-images", "podman");
@@ -37,14 +36,9 @@ public static class PodmanBenchmark
         var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
         var instance = "falk-bench-" + Guid.NewGuid().ToString("N")[..8];
         var podmanSocket = Path.Combine(work, "podman.sock");
-        var service = runner.Start(new ProcessSpec(["podman", "system", "service", "--time=0", "unix://" + podmanSocket])
-        {
-            Environment = new Dictionary<string, string?> { ["CONTAINERS_CONF"] = containersConf },
-            OwnProcessGroup = true,
-        });
+        var service = await StartServiceAsync(runner, root, podmanSocket, cancellationToken);
         try
         {
-            await WaitForSocketAsync(podmanSocket, cancellationToken);
             using var docker = new DockerClientBuilder().WithEndpoint(new Uri("unix://" + podmanSocket)).WithApiVersion(new Version(1, 41)).Build();
             var imageId = (await docker.Images.InspectImageAsync(image, cancellationToken)).ID;
 
@@ -155,6 +149,26 @@ public static class PodmanBenchmark
 
     private static async Task<string> PodmanVersionAsync(DockerClient docker, CancellationToken cancellationToken) =>
         (await docker.System.GetVersionAsync(cancellationToken)).Version;
+
+    /// <summary>A <c>podman system service</c> of the benchmark's own on <paramref name="socket"/>, with the test image's containers.conf, answering.</summary>
+    internal static async Task<RunningProcess> StartServiceAsync(ProcessRunner runner, string root, string socket, CancellationToken cancellationToken)
+    {
+        var service = runner.Start(new ProcessSpec(["podman", "system", "service", "--time=0", "unix://" + socket])
+        {
+            Environment = new Dictionary<string, string?> { ["CONTAINERS_CONF"] = Path.Combine(root, "images", "podman", "containers.conf") },
+            OwnProcessGroup = true,
+        });
+        try
+        {
+            await WaitForSocketAsync(socket, cancellationToken);
+            return service;
+        }
+        catch
+        {
+            await service.DisposeAsync();
+            throw;
+        }
+    }
 
     internal static async Task WaitForSocketAsync(string path, CancellationToken cancellationToken) =>
         await Wait.UntilAsync(async ct =>

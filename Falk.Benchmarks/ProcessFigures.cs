@@ -11,4 +11,7 @@ public static class ProcessFigures
             .Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
 
     public static double RssMiB(int pid) => Status(pid, "VmRSS") / 1024.0;
+
+    /// <summary>The 1, 5 and 15 minute load averages, as <c>uptime</c> shows them.</summary>
+    public static string LoadAverage() => string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ')[..3]);
 }

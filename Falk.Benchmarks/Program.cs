@@ -7,6 +7,7 @@ var benchmarks = new Dictionary<string, Func<string[], CancellationToken, Task<i
     ["custom"] = CustomBenchmark.RunAsync,
     ["soak"] = SoakBenchmark.RunAsync,
     ["podman"] = PodmanBenchmark.RunAsync,
+    ["compare"] = CompareBenchmark.RunAsync,
     ["qemu"] = QemuBenchmark.RunAsync,
     ["protocol"] = ProtocolBenchmark.RunAsync,
     ["lxd"] = LxdBenchmark.RunAsync,

@@ -12,7 +12,8 @@ namespace Falk.Benchmarks;
 /// <summary>
 /// The QEMU test guest (images/qemu/build-guest.sh) booted to SSH through Falk (create + boot?wait=ssh) against the
 /// same guest started by hand with the same command line (qemu-img create, qemu-system-x86_64) and polled with the same
-/// SSH probe, interleaved; then overlay creation for a 64 MiB and a sparse 4 GiB base, through Falk and by hand.
+/// SSH probe, interleaved; then overlay creation for the guest's 64 MiB disk and for a 4 GiB base holding 1 GiB of data
+/// (written with qemu-io, so its qcow2 has allocated clusters and a filled L1/L2 table), through Falk and by hand.
 /// Usage: falk-bench qemu [runs=5] [accel=tcg]
 /// </summary>
 public static class QemuBenchmark
@@ -32,6 +33,8 @@ public static class QemuBenchmark
             var small = Path.Combine(guest, "base.qcow2");
             var big = Path.Combine(work, "big.qcow2");
             await runner.RunAsync(new ProcessSpec(["qemu-img", "create", "-q", "-f", "qcow2", big, "4G"]), TimeSpan.FromSeconds(60), cancellationToken);
+            await runner.RunAsync(new ProcessSpec(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1G", big]), TimeSpan.FromMinutes(5), cancellationToken);
+            var bigFile = new FileInfo(big).Length;
 
             var socket = Path.Combine(work, "falk.sock");
             var config = Path.Combine(work, "falk.conf");
@@ -93,12 +96,12 @@ public static class QemuBenchmark
                     }
                 }
 
-                Console.WriteLine($"qemu backend, test guest under {accel}, {runs} interleaved runs after 1 warm-up run");
+                Console.WriteLine($"falk-bench qemu {runs} {accel}: test guest under {accel}, {runs} interleaved runs after 1 warm-up run, {Environment.ProcessorCount} cores, load average {ProcessFigures.LoadAverage()}");
                 Console.WriteLine(Stats.Describe("through Falk: create+boot?wait=ssh", viaFalk));
                 Console.WriteLine(Stats.Describe("by hand: qemu-img+qemu+same probe", byHand));
                 Console.WriteLine($"{"Falk's overhead (difference of medians)",-40} {Stats.Median(viaFalk) - Stats.Median(byHand):0.0} ms");
                 Console.WriteLine();
-                Console.WriteLine($"overlay creation, {overlayRuns} interleaved runs after 1 warm-up run (64 MiB guest disk vs sparse 4 GiB qcow2)");
+                Console.WriteLine($"overlay creation, {overlayRuns} interleaved runs after 1 warm-up run (64 MiB guest disk vs a 4 GiB qcow2 holding 1 GiB of data, {bigFile / 1048576.0:0} MiB on disk); load average {ProcessFigures.LoadAverage()}");
                 Console.WriteLine(Stats.Describe("through Falk: POST /v1/machines, 64 MiB", falkSmall));
                 Console.WriteLine(Stats.Describe("through Falk: POST /v1/machines, 4 GiB", falkBig));
                 Console.WriteLine(Stats.Describe("by hand: qemu-img create, 64 MiB", handSmall));

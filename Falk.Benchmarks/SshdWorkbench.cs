@@ -11,9 +11,10 @@ namespace Falk.Benchmarks;
 /// </summary>
 internal sealed class SshdWorkbench : IAsyncDisposable
 {
-    private SshdWorkbench(string work, HttpClient client, RunningProcess daemon, string sshdConfig, HostKey hostKey)
+    private SshdWorkbench(string work, string socket, HttpClient client, RunningProcess daemon, string sshdConfig, HostKey hostKey)
     {
         Work = work;
+        Socket = socket;
         Client = client;
         Daemon = daemon;
         SshdConfig = sshdConfig;
@@ -21,6 +22,9 @@ internal sealed class SshdWorkbench : IAsyncDisposable
     }
 
     public string Work { get; }
+
+    /// <summary>falkd's control socket.</summary>
+    public string Socket { get; }
 
     public HttpClient Client { get; }
 
@@ -31,16 +35,17 @@ internal sealed class SshdWorkbench : IAsyncDisposable
     public HostKey HostKey { get; }
 
     /// <param name="ports">The vm_ports range, e.g. <c>[27800,27899]</c>.</param>
-    public static async Task<SshdWorkbench> StartAsync(string ports, CancellationToken cancellationToken)
+    /// <param name="daemonLog">A file that gets falkd's output (kept after the bench), or null for none.</param>
+    public static async Task<SshdWorkbench> StartAsync(string ports, CancellationToken cancellationToken, TextWriter? daemonLog = null)
     {
         var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
         try
         {
             var (config, socket, hostKey, sshdConfig) = await WriteConfigAsync(work, ports, cancellationToken);
             var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(2));
-            var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);
+            var daemon = await LocalFalkd.StartAsync(config, client, daemonLog is null ? null : daemonLog.WriteLine, cancellationToken);
             var key = HostKey.TryParse(await File.ReadAllTextAsync(hostKey + ".pub", cancellationToken), out _)!;
-            return new SshdWorkbench(work, client, daemon, sshdConfig, key);
+            return new SshdWorkbench(work, socket, client, daemon, sshdConfig, key);
         }
         catch
         {

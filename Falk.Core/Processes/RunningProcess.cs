@@ -266,6 +266,12 @@ public sealed class RunningProcess : IAsyncDisposable
         {
             // The pipe closed under us when the process was disposed; the tail has what was read.
         }
+        finally
+        {
+            // Process.Dispose leaves a stream the caller has read to the caller: without this its pipe stays open
+            // until a finalizer runs, which an idle daemon may not do for a long time (the soak counted them).
+            reader.Dispose();
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -5,11 +5,20 @@ namespace Falk.Core.Ssh;
 /// <summary>Waits until a machine's SSH server completes a key exchange with a pinned host key.</summary>
 public sealed class SshReadiness(ISshProbe probe, TimeProvider timeProvider)
 {
+    /// <summary>The first pauses between attempts: an attempt on a port nothing listens on yet is refused at once and costs next to nothing.</summary>
+    public static readonly TimeSpan ShortestPause = TimeSpan.FromMilliseconds(5);
+
+    /// <summary>The longest pause, for a machine that takes seconds (a VM's boot).</summary>
+    public static readonly TimeSpan LongestPause = TimeSpan.FromMilliseconds(50);
+
     /// <summary>
-    /// Pause between attempts. Short for every backend: an attempt on a local port costs next to nothing, and each
-    /// pause is time a job waits for a machine that may already answer.
+    /// The pause after an attempt: a twentieth of the time waited so far, between <see cref="ShortestPause"/> and
+    /// <see cref="LongestPause"/>. A container's sshd answers within a few hundred ms and is seen within a few ms of
+    /// its port opening; a VM's within seconds, seen within 50 ms. Each pause is time a job may wait for a machine
+    /// that already answers, so none is the fixed 100 ms it once was.
     /// </summary>
-    public static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(100);
+    public static TimeSpan PauseAfter(TimeSpan waited) =>
+        TimeSpan.FromTicks(Math.Clamp(waited.Ticks / 20, ShortestPause.Ticks, LongestPause.Ticks));
 
     /// <summary>
     /// One attempt's limit. A port forwarder (a VM's user network, a container's port handler) may accept a connection
@@ -44,7 +53,7 @@ public sealed class SshReadiness(ISshProbe probe, TimeProvider timeProvider)
                     ? ProbeOutcome.Done(result.PresentedKey!)
                     : ProbeOutcome.NotYet<HostKey>(result.Error ?? "not ready");
             },
-            Interval,
+            PauseAfter,
             timeout,
             $"SSH on {endpoint}",
             cancellationToken,

@@ -25,9 +25,17 @@ public sealed record MachineRecord(
     string? ObservedHostKey);
 
 /// <summary>
-/// The machines table in an embedded SQLite database under <c>state_dir</c> (WAL, synchronous=FULL): a row is
-/// written before anything is made for the machine and rewritten whole on every change, so a crash at any point leaves
-/// a record of what may exist. Calls are short and serialized on one connection.
+/// The machines table in an embedded SQLite database under <c>state_dir</c>: a row is written before anything is made
+/// for the machine and rewritten whole on every change, so a crash at any point leaves a record of what may exist.
+/// Calls are short and serialized on one connection.
+/// <para>
+/// WAL with <c>synchronous=NORMAL</c>: a commit is in the write-ahead log (the kernel's page cache) when it returns, so a
+/// killed or crashed daemon loses nothing; the log is fsynced at checkpoints, not at every commit. A power failure or
+/// kernel crash may roll back the last commits before a checkpoint (never corrupt the file): a machine made in those
+/// moments may then have no record, and its container is removed at the next start as one this daemon does not know
+/// (every podman container carries the instance and machine labels), while its processes died with the power anyway.
+/// <c>synchronous=FULL</c> cost one fsync per state change, four per boot, each a queue behind every other writer on the disk.
+/// </para>
 /// </summary>
 public sealed class MachineStore : IDisposable
 {
@@ -40,7 +48,7 @@ public sealed class MachineStore : IDisposable
         Path = System.IO.Path.Combine(config.Daemon.StateDirectory, "falk.db");
         _connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = Path, Pooling = false }.ToString());
         _connection.Open();
-        Execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;");
+        Execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;");
         Execute("""
             CREATE TABLE IF NOT EXISTS machines (
                 id TEXT PRIMARY KEY,

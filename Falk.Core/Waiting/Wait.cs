@@ -19,9 +19,23 @@ public static class Wait
     /// carries the last reason. <paramref name="wakeEarly"/>, when it completes, cuts the pause short so the probe
     /// can notice at once (e.g. the machine's process ended).
     /// </summary>
-    public static async Task<T> UntilAsync<T>(
+    public static Task<T> UntilAsync<T>(
         Func<CancellationToken, Task<ProbeOutcome<T>>> probe,
         TimeSpan interval,
+        TimeSpan timeout,
+        string what,
+        CancellationToken cancellationToken,
+        Task? wakeEarly = null,
+        TimeProvider? timeProvider = null) =>
+        UntilAsync(probe, _ => interval, timeout, what, cancellationToken, wakeEarly, timeProvider);
+
+    /// <summary>
+    /// As above, with the pause after each look chosen by <paramref name="pauseAfter"/> from the time waited so far:
+    /// short at first to react at once to something that is about to happen, longer for something slow.
+    /// </summary>
+    public static async Task<T> UntilAsync<T>(
+        Func<CancellationToken, Task<ProbeOutcome<T>>> probe,
+        Func<TimeSpan, TimeSpan> pauseAfter,
         TimeSpan timeout,
         string what,
         CancellationToken cancellationToken,
@@ -41,12 +55,14 @@ public static class Wait
             }
 
             lastReason = outcome.NotReadyReason;
-            var remaining = timeout - timeProvider.GetElapsedTime(started);
+            var waited = timeProvider.GetElapsedTime(started);
+            var remaining = timeout - waited;
             if (remaining <= TimeSpan.Zero)
             {
                 throw new Machines.WaitTimeoutException($"{what} did not happen within {timeout.TotalSeconds:0.#} s", lastReason);
             }
 
+            var interval = pauseAfter(waited);
             var pause = Task.Delay(remaining < interval ? remaining : interval, timeProvider, cancellationToken);
             await (wakeEarly is null ? pause : Task.WhenAny(pause, wakeEarly)).ConfigureAwait(false);
             cancellationToken.ThrowIfCancellationRequested();
