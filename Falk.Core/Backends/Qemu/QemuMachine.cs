@@ -23,7 +23,8 @@ internal sealed class QemuMachine(
     QemuImageVersions versions,
     QemuImg qemuImg,
     IProcessRunner runner,
-    ILogger logger) : IMachineInstance, ISnapshotSupport, ICommitSupport, IPauseReporting
+    ILogger logger,
+    QemuResumeStates? resumes = null) : IMachineInstance, ISnapshotSupport, ICommitSupport, IPauseReporting, ILaunchReporting
 {
     /// <summary>How long QEMU gets to open its QMP socket after it starts.</summary>
     private static readonly TimeSpan QmpConnectTimeout = TimeSpan.FromSeconds(30);
@@ -46,6 +47,8 @@ internal sealed class QemuMachine(
     private long _consoleStart;
     private bool _cleanedUp;
     private volatile bool _paused;
+    private bool _launched;
+    private string? _layer;
 
     public string Overlay => overlay;
 
@@ -56,12 +59,109 @@ internal sealed class QemuMachine(
 
     public event EventHandler<bool>? PausedChanged;
 
-    public string? Handle => JsonSerializer.Serialize(new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing));
+    public string? Handle => JsonSerializer.Serialize(new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing, _layer));
+
+    public LaunchNote? LastLaunch { get; private set; }
+
+    /// <summary>
+    /// A machine taken back after a restart: <paramref name="launched"/> when it ran before (its disk is no longer the
+    /// one a saved guest expects), and the saved guest's layer its overlay sits on, if it was resumed.
+    /// </summary>
+    public void TakeBack(bool launched, string? layer)
+    {
+        _launched = launched;
+        _layer = layer;
+    }
 
     /// <summary>The monitor of the QEMU running the machine; null when none runs.</summary>
     private QemuMonitor? RunningMonitor => _process is { HasExited: false } ? _monitor : null;
 
     public async Task LaunchAsync(CancellationToken cancellationToken)
+    {
+        LastLaunch = null;
+        var fresh = !_launched;
+        _launched = true;
+
+        // Only a disk nobody wrote to yet is the disk a saved guest expects: a machine booted before boots cold again.
+        if (fresh && resumes is not null && await TryResumeAsync(resumes, cancellationToken).ConfigureAwait(false))
+        {
+            return;
+        }
+
+        await StartQemuAsync(incoming: null, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Saves the running guest to <paramref name="path"/> and quits QEMU (a machine that makes a template's saved guest).</summary>
+    public async Task<long> SaveGuestAsync(string path, CancellationToken cancellationToken)
+    {
+        var process = _process ?? throw new BackendOperationException($"machine {spec.MachineId} is not running");
+        var monitor = RunningMonitor ?? throw new BackendOperationException($"machine {spec.MachineId} is not running");
+        var size = await QemuGuestTransfer.SaveAsync(monitor, path, spec.MachineId, cancellationToken).ConfigureAwait(false);
+        await QuitOrKillAsync(process, cancellationToken).ConfigureAwait(false);
+        return size;
+    }
+
+    /// <summary>
+    /// Starts the guest from the template's saved guest of this machine's image version (saved first if there is none):
+    /// the fresh overlay is moved onto the layer the guest was saved with, and QEMU loads the guest instead of booting.
+    /// On failure everything is undone (the overlay is made again on the version), the reason is logged and told in
+    /// <see cref="LastLaunch"/>, and false is returned for a cold boot.
+    /// </summary>
+    private async Task<bool> TryResumeAsync(QemuResumeStates saved, CancellationToken cancellationToken)
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        QemuResumeState? state = null;
+        var loading = false;
+        string reason;
+        try
+        {
+            state = await saved.AcquireAsync(versions, backing, spec.Template, cancellationToken).ConfigureAwait(false);
+            loading = true;
+            await qemuImg.RebaseUnsafeAsync(overlay, state.Layer, cancellationToken).ConfigureAwait(false);
+            _layer = state.Layer;
+            await StartQemuAsync(state.State, cancellationToken).ConfigureAwait(false);
+            QemuLog.Resumed(logger, spec.MachineId, state.State, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
+            LastLaunch = new LaunchNote(MachineEventTypes.Resumed, $"from {state.State}");
+            return true;
+        }
+        catch (Exception e) when (!cancellationToken.IsCancellationRequested
+            && e is BackendOperationException or MachineFailedException or WaitTimeoutException or IOException or UnauthorizedAccessException)
+        {
+            reason = e.Message;
+        }
+        finally
+        {
+            if (state is not null && LastLaunch is null)
+            {
+                await UndoResumeAsync(state, discard: loading && !cancellationToken.IsCancellationRequested).ConfigureAwait(false);
+            }
+        }
+
+        QemuLog.ResumeFellBack(logger, spec.MachineId, reason);
+        LastLaunch = new LaunchNote(MachineEventTypes.ResumeFailed, $"{reason}; booting cold instead");
+        return false;
+    }
+
+    private async Task UndoResumeAsync(QemuResumeState state, bool discard)
+    {
+        if (_process is not null)
+        {
+            await _process.KillAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+
+        _layer = null;
+        versions.Release(state.Layer);
+        if (discard)
+        {
+            // A saved guest QEMU would not take is of no use to the next machine either; the next launch saves a new one.
+            versions.DiscardResumeState(state);
+        }
+
+        File.Delete(overlay);
+        await qemuImg.CreateOverlayAsync(overlay, backing, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private async Task StartQemuAsync(string? incoming, CancellationToken cancellationToken)
     {
         await DisconnectAsync().ConfigureAwait(false);
         if (_process is not null)
@@ -76,7 +176,7 @@ internal sealed class QemuMachine(
         _lastShutdownReason = null;
         _consoleStart = QemuExitReport.ConsoleLength(spec.ConsoleLogPath);
 
-        var command = QemuCommandLine.Build(options, spec.MachineId, overlay, spec.SshPort, _paths);
+        var command = QemuCommandLine.Build(options, spec.MachineId, overlay, spec.SshPort, _paths, incoming is not null);
         var processSpec = new ProcessSpec(command)
         {
             OwnProcessGroup = true,
@@ -106,6 +206,11 @@ internal sealed class QemuMachine(
 
         QemuLog.QmpConnected(logger, spec.MachineId, _paths.QmpSocket);
         _eventPump = PumpEventsAsync(_monitor, process);
+        if (incoming is not null)
+        {
+            await QemuGuestTransfer.LoadAsync(_monitor, incoming, process.Exited, spec.MachineId, cancellationToken).ConfigureAwait(false);
+            return;
+        }
 
         // A command with -S starts the guest paused (status "prelaunch"): a machine Falk boots is meant to run.
         var status = (await _monitor.ExecuteAsync("query-status", cancellationToken).ConfigureAwait(false))?["status"]?.GetValue<string>();
@@ -212,6 +317,11 @@ internal sealed class QemuMachine(
         if (!_cleanedUp)
         {
             _cleanedUp = true;
+            if (_layer is not null)
+            {
+                versions.Release(_layer);
+            }
+
             versions.Release(backing);
         }
     }
