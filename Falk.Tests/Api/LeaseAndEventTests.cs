@@ -35,7 +35,7 @@ public sealed class LeaseAndEventTests
             ProcessTable.WithArgument($"sleep {marker}").Should().ContainSingle();
 
             // From the first event on, until the machine is destroyed (the stream goes quiet for longer than the lease).
-            var events = await ReadEventsAsync(daemon.Client, 0, 5, ct, quiet: TimeSpan.FromSeconds(10));
+            var events = await daemon.Client.ReadEventsAsync(0, 5, ct, quiet: TimeSpan.FromSeconds(10));
 
             events.Select(e => e.Type).Should().Equal("created", "booting", "running", "lease_expired", "destroyed");
             var expired = events[3].Data["time"]!.GetValue<DateTimeOffset>();
@@ -153,7 +153,7 @@ public sealed class LeaseAndEventTests
         await using (daemon)
         {
             // A subscriber without Last-Event-ID sees what happens from now on.
-            var live = ReadEventsAsync(daemon.Client, null, 1, ct);
+            var live = daemon.Client.ReadEventsAsync(null, 1, ct);
 
             await Task.Delay(300, ct);
             var id = (await daemon.Client.CreateAsync("sleeper", ct))["id"]!.GetValue<string>();
@@ -166,12 +166,12 @@ public sealed class LeaseAndEventTests
 
             await daemon.Client.DeleteMachineAsync(id, ct);
 
-            var all = await ReadEventsAsync(daemon.Client, 0, 6, ct);
+            var all = await daemon.Client.ReadEventsAsync(0, 6, ct);
             all.Select(e => e.Type).Should().Equal("created", "booting", "running", "stopping", "stopped", "destroyed");
             all.Select(e => e.Id).Should().BeInAscendingOrder().And.OnlyHaveUniqueItems();
             all.Should().AllSatisfy(e => e.Data["machine_id"]!.GetValue<string>().Should().Be(id));
 
-            var missed = await ReadEventsAsync(daemon.Client, all[2].Id, 3, ct);
+            var missed = await daemon.Client.ReadEventsAsync(all[2].Id, 3, ct);
             missed.Select(e => e.Type).Should().Equal("stopping", "stopped", "destroyed");
         }
     }
@@ -194,7 +194,7 @@ public sealed class LeaseAndEventTests
                 // Whether the boot answer comes before or after the death, the event stream tells it.
             }
 
-            var events = await ReadEventsAsync(daemon.Client, 0, 4, ct, quiet: TimeSpan.FromSeconds(5));
+            var events = await daemon.Client.ReadEventsAsync(0, 4, ct, quiet: TimeSpan.FromSeconds(5));
 
             var failed = events.Should().ContainSingle(e => e.Type == "failed").Subject;
             failed.Data["machine_id"]!.GetValue<string>().Should().Be(id);
@@ -220,62 +220,11 @@ public sealed class LeaseAndEventTests
                 await daemon.Client.DeleteMachineAsync(id, ct);
             }
 
-            var replayed = await ReadEventsAsync(daemon.Client, 0, 2_000, ct);
+            var replayed = await daemon.Client.ReadEventsAsync(0, 2_000, ct);
 
             replayed.Should().HaveCount(1024);
             replayed.Select(e => e.Id).Should().Equal(Enumerable.Range(1060 - 1024 + 1, 1024).Select(i => (long)i), "the newest 1024, none skipped");
             replayed[^1].Type.Should().Be("destroyed");
         }
-    }
-
-    private sealed record Sse(long Id, string Type, JsonNode Data);
-
-    /// <summary>Reads server-sent events until <paramref name="expected"/> or the stream goes quiet for <paramref name="quiet"/> (two seconds).</summary>
-    private static async Task<List<Sse>> ReadEventsAsync(HttpClient client, long? lastEventId, int expected, CancellationToken ct, TimeSpan? quiet = null)
-    {
-        var quietFor = quiet ?? TimeSpan.FromSeconds(2);
-        using var request = new HttpRequestMessage(HttpMethod.Get, "v1/events");
-        if (lastEventId is { } last)
-        {
-            request.Headers.Add("Last-Event-ID", last.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        }
-
-        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
-        response.Content.Headers.ContentType!.MediaType.Should().Be("text/event-stream");
-        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(ct));
-        var events = new List<Sse>();
-        string? type = null, data = null, id = null;
-        using var quietToken = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        quietToken.CancelAfter(quietFor);
-        try
-        {
-            while (events.Count < expected && await reader.ReadLineAsync(quietToken.Token) is { } line)
-            {
-                if (line.Length == 0)
-                {
-                    events.Add(new Sse(long.Parse(id!, System.Globalization.CultureInfo.InvariantCulture), type!, JsonNode.Parse(data!)!));
-                    (type, data, id) = (null, null, null);
-                    quietToken.CancelAfter(quietFor);
-                }
-                else if (line.StartsWith("event: ", StringComparison.Ordinal))
-                {
-                    type = line[7..];
-                }
-                else if (line.StartsWith("data: ", StringComparison.Ordinal))
-                {
-                    data = line[6..];
-                }
-                else if (line.StartsWith("id: ", StringComparison.Ordinal))
-                {
-                    id = line[4..];
-                }
-            }
-        }
-        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
-        {
-            // Quiet for a while: everything there was has been read.
-        }
-
-        return events;
     }
 }
