@@ -150,7 +150,7 @@ public sealed class QemuResumeTests : IAsyncLifetime
         var (exitCode, stdout, stderr) = await FalkDaemon.RunToEndAsync(["--check-config", "-c", config], ct);
 
         exitCode.Should().NotBe(0);
-        (stdout + stderr).Trim().Should().Be($"{config}: [x] boot: 'warm' is neither 'cold' (boot the guest) nor 'resume' (start from a saved running guest)");
+        (stdout + stderr).Trim().Should().Be($"falkd: error: {config}: [x] boot: 'warm' is neither 'cold' (boot the guest) nor 'resume' (start from a saved running guest)");
     }
 
     /// <summary>Waits until the daemon has saved a guest of version file <paramref name="version"/>; returns its state file.</summary>
