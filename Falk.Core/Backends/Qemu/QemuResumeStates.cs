@@ -25,8 +25,15 @@ internal sealed class QemuResumeStates(FalkConfig config, QemuImg qemuImg, IProc
     /// <summary>How long the guest that is saved may take to boot to SSH (TCG is slow; a full distribution more so).</summary>
     private static readonly TimeSpan BootTimeout = TimeSpan.FromMinutes(3);
 
+    /// <summary>
+    /// How long launches boot cold at once after a save of their version and command failed, instead of each waiting
+    /// for a save of its own that would likely fail the same way (a guest that never answers SSH, a wrong host key).
+    /// </summary>
+    private static readonly TimeSpan RetryAfterFailure = TimeSpan.FromMinutes(10);
+
     private readonly ConcurrentDictionary<string, Lazy<Task>> _saving = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, byte> _savers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, (long At, string Reason)> _failures = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
 
     /// <summary>Where the guests being saved keep their sockets and console: <c>state_dir/resume</c>.</summary>
@@ -94,16 +101,37 @@ internal sealed class QemuResumeStates(FalkConfig config, QemuImg qemuImg, IProc
             }
         }
 
-        _stopping.Dispose();
+        // The token source is not disposed: a launch that comes late still reads its (cancelled) token.
     }
 
     /// <summary>The save of this version and command: the one in progress, or a new one.</summary>
     private Task SaveAsync(QemuImageVersions versions, string version, TemplateDefinition template)
     {
         var id = version + "\0" + Key((QemuTemplateOptions)template.BackendOptions);
+        if (_failures.TryGetValue(id, out var failure) && Stopwatch.GetElapsedTime(failure.At) < RetryAfterFailure)
+        {
+            return Task.FromException(new BackendOperationException(
+                $"saving a running guest of {version} failed {Stopwatch.GetElapsedTime(failure.At).TotalSeconds:0} s ago ({failure.Reason}); tried again {RetryAfterFailure.TotalMinutes:0} min after"));
+        }
+
         var save = _saving.GetOrAdd(id, _ => new Lazy<Task>(() => SaveOnceAsync(versions, version, template)));
-        _ = save.Value.ContinueWith(_ => _saving.TryRemove(new KeyValuePair<string, Lazy<Task>>(id, save)), CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        _ = save.Value.ContinueWith(
+            done =>
+            {
+                if (done.Exception?.InnerException is BackendOperationException e)
+                {
+                    _failures[id] = (Stopwatch.GetTimestamp(), e.Message);
+                }
+                else if (done.IsCompletedSuccessfully)
+                {
+                    _failures.TryRemove(id, out _);
+                }
+
+                _saving.TryRemove(new KeyValuePair<string, Lazy<Task>>(id, save));
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
         return save.Value;
     }
 
