@@ -40,6 +40,7 @@ internal sealed class QemuMachine(
 
     private readonly QemuMachinePaths _paths = new(spec.WorkDirectory, spec.ConsoleLogPath);
     private readonly QemuSnapshots _snapshots = new(spec.MachineId, overlay, qemuImg, logger);
+    private readonly QemuResumeLaunch? _resume = resumes is null ? null : new(spec, overlay, backing, versions, qemuImg, resumes, logger);
     private QemuProcess? _process;
     private QemuMonitor? _monitor;
     private Task? _eventPump;
@@ -83,9 +84,13 @@ internal sealed class QemuMachine(
         _launched = true;
 
         // Only a disk nobody wrote to yet is the disk a saved guest expects: a machine booted before boots cold again.
-        if (fresh && resumes is not null && await TryResumeAsync(resumes, cancellationToken).ConfigureAwait(false))
+        if (fresh && _resume is not null)
         {
-            return;
+            (LastLaunch, _layer) = await _resume.TryAsync(StartQemuAsync, KillQemuAsync, cancellationToken).ConfigureAwait(false);
+            if (_layer is not null)
+            {
+                return;
+            }
         }
 
         await StartQemuAsync(incoming: null, cancellationToken).ConfigureAwait(false);
@@ -101,65 +106,7 @@ internal sealed class QemuMachine(
         return size;
     }
 
-    /// <summary>
-    /// Starts the guest from the template's saved guest of this machine's image version (saved first if there is none):
-    /// the fresh overlay is moved onto the layer the guest was saved with, and QEMU loads the guest instead of booting.
-    /// On failure everything is undone (the overlay is made again on the version), the reason is logged and told in
-    /// <see cref="LastLaunch"/>, and false is returned for a cold boot.
-    /// </summary>
-    private async Task<bool> TryResumeAsync(QemuResumeStates saved, CancellationToken cancellationToken)
-    {
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        QemuResumeState? state = null;
-        var loading = false;
-        string reason;
-        try
-        {
-            state = await saved.AcquireAsync(versions, backing, spec.Template, cancellationToken).ConfigureAwait(false);
-            loading = true;
-            await qemuImg.RebaseUnsafeAsync(overlay, state.Layer, cancellationToken).ConfigureAwait(false);
-            _layer = state.Layer;
-            await StartQemuAsync(state.State, cancellationToken).ConfigureAwait(false);
-            QemuLog.Resumed(logger, spec.MachineId, state.State, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
-            LastLaunch = new LaunchNote(MachineEventTypes.Resumed, $"from {state.State}");
-            return true;
-        }
-        catch (Exception e) when (!cancellationToken.IsCancellationRequested
-            && e is BackendOperationException or MachineFailedException or WaitTimeoutException or IOException or UnauthorizedAccessException)
-        {
-            reason = e.Message;
-        }
-        finally
-        {
-            if (state is not null && LastLaunch is null)
-            {
-                await UndoResumeAsync(state, discard: loading && !cancellationToken.IsCancellationRequested).ConfigureAwait(false);
-            }
-        }
-
-        QemuLog.ResumeFellBack(logger, spec.MachineId, reason);
-        LastLaunch = new LaunchNote(MachineEventTypes.ResumeFailed, $"{reason}; booting cold instead");
-        return false;
-    }
-
-    private async Task UndoResumeAsync(QemuResumeState state, bool discard)
-    {
-        if (_process is not null)
-        {
-            await _process.KillAsync(CancellationToken.None).ConfigureAwait(false);
-        }
-
-        _layer = null;
-        versions.Release(state.Layer);
-        if (discard)
-        {
-            // A saved guest QEMU would not take is of no use to the next machine either; the next launch saves a new one.
-            versions.DiscardResumeState(state);
-        }
-
-        File.Delete(overlay);
-        await qemuImg.CreateOverlayAsync(overlay, backing, CancellationToken.None).ConfigureAwait(false);
-    }
+    private Task KillQemuAsync() => _process?.KillAsync(CancellationToken.None) ?? Task.CompletedTask;
 
     private async Task StartQemuAsync(string? incoming, CancellationToken cancellationToken)
     {
