@@ -139,6 +139,41 @@ public sealed class QemuResumeTests : IAsyncLifetime
         ProcessTable.WithArgument(StateDirectory).Should().BeEmpty();
     }
 
+    [Fact(Timeout = 500_000)]
+    public async Task A_resumed_machine_booted_again_after_a_stop_and_a_restart_boots_cold_on_its_own_disk()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        using var dir = new TempDirectory();
+        var baseImage = dir.File("keep.qcow2");
+        File.Copy(_guest.BaseImage, baseImage);
+        var daemon = await FalkDaemon.StartAsync(_guest.Template("kept", baseImage, extra: "boot = resume"), ct, onShutdown: "keep");
+        await using (daemon)
+        {
+            await Wait.UntilAsync(
+                _ => Task.FromResult(Directory.Exists(baseImage + ".falk-versions") && Directory.GetFiles(baseImage + ".falk-versions", "*.vmstate").Length == 1
+                    ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>("no saved guest yet")),
+                TimeSpan.FromMilliseconds(200), TimeSpan.FromMinutes(4), "a saved guest", ct);
+            var machine = await daemon.Client.CreateAsync("kept", ct);
+            var (id, port) = (machine["id"]!.GetValue<string>(), machine["ssh"]!["port"]!.GetValue<int>());
+            await daemon.Client.BootAsync(id, ct, "?wait=ssh&timeout=120");
+            await _guest.SshAsync(port, "chantal", "echo kept > /home/chantal/kept && sync", ct);
+            using (var stop = await daemon.Client.PostJsonAsync($"v1/machines/{id}/stop", new { timeout_seconds = 60 }, ct))
+            {
+                stop.StatusCode.Should().Be(HttpStatusCode.OK);
+            }
+
+            (await daemon.SignalDaemonOnlyAsync(kill: false, ct)).Should().Be(0);
+            await daemon.StartProcessAsync(ct);
+            await daemon.Client.BootAsync(id, ct, "?wait=ssh&timeout=180");
+
+            (await _guest.SshAsync(port, "chantal", "cat /home/chantal/kept", ct)).Should().Be("kept\n", "the machine's own disk, written after its resume");
+            (await daemon.Client.ReadEventsAsync(0, 100, ct, quiet: TimeSpan.FromSeconds(1))).Should().NotContain(
+                e => e.Type == "resumed" || e.Type == "resume_failed", "a disk that was written to is not the one the saved guest expects: it boots cold");
+            await daemon.Client.DeleteMachineAsync(id, ct);
+            ProcessTable.WithArgument(Path.Combine(daemon.Directory.Path, "state")).Should().BeEmpty();
+        }
+    }
+
     [Fact(Timeout = 60_000)]
     public async Task A_boot_key_other_than_cold_or_resume_is_one_readable_line()
     {
