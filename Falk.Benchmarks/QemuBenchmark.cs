@@ -14,7 +14,8 @@ namespace Falk.Benchmarks;
 /// same guest started by hand with the same command line (qemu-img create, qemu-system-x86_64) and polled with the same
 /// SSH probe, interleaved; then overlay creation for the guest's 64 MiB disk and for a 4 GiB base holding 1 GiB of data
 /// (written with qemu-io, so its qcow2 has allocated clusters and a filled L1/L2 table), through Falk and by hand.
-/// Usage: falk-bench qemu [runs=5] [accel=tcg]
+/// With <c>resume</c>: cold boots against resumes (<c>boot = resume</c>) of the same guest through Falk, interleaved.
+/// Usage: falk-bench qemu [runs=5] [accel=tcg] · falk-bench qemu resume [runs=10] [accel=tcg]
 /// </summary>
 public static class QemuBenchmark
 {
@@ -22,7 +23,9 @@ public static class QemuBenchmark
 
     public static async Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
     {
-        var runs = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 5;
+        var resume = args is ["resume", ..];
+        args = resume ? args[1..] : args;
+        var runs = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : resume ? 10 : 5;
         var accel = args.Length > 1 ? args[1] : "tcg";
         var runner = new ProcessRunner();
         var guest = await BuildGuestAsync(runner, cancellationToken);
@@ -55,12 +58,26 @@ public static class QemuBenchmark
                 base_image = {big}
                 command = {Command(guest, accel, "{IMAGENAME}", "{SSHPORT}")}
                 ssh_user = chantal
+                [resumed]
+                type = qemu
+                boot = resume
+                base_image = {small}
+                command = {Command(guest, accel, "{IMAGENAME}", "{SSHPORT}")}
+                ssh_user = chantal
+                ssh_host = 127.0.0.1
+                ssh_known_host_key_file = {Path.Combine(guest, "ssh_host_ed25519_key.pub")}
                 """, cancellationToken);
 
             using var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(5));
             var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);
             await using (daemon)
             {
+                if (resume)
+                {
+                    await CompareResumeAsync(client, runs, accel, cancellationToken);
+                    return 0;
+                }
+
                 var readiness = new SshReadiness(new SshNetProbe(), TimeProvider.System);
                 var viaFalk = new List<double>();
                 var byHand = new List<double>();
@@ -139,10 +156,33 @@ public static class QemuBenchmark
         return Path.Combine(Environment.GetEnvironmentVariable("FALK_IMAGE_DIR") is { Length: > 0 } d ? d : "/var/cache/falk-test-images", "qemu");
     }
 
-    private static async Task<double> BootThroughFalkAsync(HttpClient client, CancellationToken cancellationToken)
+    /// <summary>Cold boots and resumes of the same guest, each create+boot?wait=ssh through Falk, interleaved.</summary>
+    private static async Task CompareResumeAsync(HttpClient client, int runs, string accel, CancellationToken cancellationToken)
+    {
+        var cold = new List<double>();
+        var resumed = new List<double>();
+        for (var i = 0; i < runs + 1; i++)
+        {
+            // The first resume also waits for the guest Falk saves at start: the warm-up run, not counted.
+            var r = await BootThroughFalkAsync(client, cancellationToken, "resumed");
+            var c = await BootThroughFalkAsync(client, cancellationToken);
+            if (i >= 1)
+            {
+                cold.Add(c);
+                resumed.Add(r);
+            }
+        }
+
+        Console.WriteLine($"qemu resume, test guest under {accel}, {runs} interleaved runs after 1 warm-up run (create+boot?wait=ssh through Falk)");
+        Console.WriteLine(Stats.Describe("cold boot (boot = cold)", cold));
+        Console.WriteLine(Stats.Describe("resumed (boot = resume)", resumed));
+        Console.WriteLine($"{"ratio cold / resumed (medians)",-40} {Stats.Median(cold) / Stats.Median(resumed):0.0}");
+    }
+
+    private static async Task<double> BootThroughFalkAsync(HttpClient client, CancellationToken cancellationToken, string template = "guest")
     {
         var watch = Stopwatch.StartNew();
-        var id = await CreateAsync(client, "guest", cancellationToken);
+        var id = await CreateAsync(client, template, cancellationToken);
         using (var booted = await client.PostAsync($"v1/machines/{id}/boot?wait=ssh&timeout=120", null, cancellationToken))
         {
             booted.EnsureSuccessStatusCode();

@@ -157,6 +157,16 @@ public interface IPauseReporting
     event EventHandler<bool>? PausedChanged;
 }
 
+/// <summary>A machine whose launch can go more than one way (a QEMU guest resumed from a saved state, or booted cold when that failed).</summary>
+public interface ILaunchReporting
+{
+    /// <summary>How the last launch went, for the event stream; null when there is nothing to tell.</summary>
+    LaunchNote? LastLaunch { get; }
+}
+
+/// <summary>An event about a launch: its <see cref="MachineEventTypes"/> type and what to tell with it.</summary>
+public sealed record LaunchNote(string EventType, string Detail);
+
 /// <summary>A management machine whose disk can become the template's new image.</summary>
 public interface ICommitSupport
 {

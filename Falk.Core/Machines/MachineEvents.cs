@@ -21,6 +21,8 @@ public static class MachineEventTypes
     public const string SnapshotTaken = "snapshot_taken";
     public const string SnapshotRestored = "snapshot_restored";
     public const string SnapshotDeleted = "snapshot_deleted";
+    public const string Resumed = "resumed";
+    public const string ResumeFailed = "resume_failed";
 }
 
 /// <summary>Something that happened to a machine. <see cref="Id"/> grows by one per event; clients resume from it.</summary>

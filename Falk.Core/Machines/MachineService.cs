@@ -141,6 +141,10 @@ public sealed class MachineService(
             {
                 await machine.Instance.LaunchAsync(token).ConfigureAwait(false);
                 transitions.Save(machine);
+                if (machine.Instance is ILaunchReporting { LastLaunch: { } note })
+                {
+                    events.Publish(note.EventType, machine, detail: note.Detail);
+                }
             }, boot.Token).ConfigureAwait(false);
 
             var exited = machine.Instance.Exited!;

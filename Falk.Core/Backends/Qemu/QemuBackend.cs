@@ -3,6 +3,7 @@ using System.Text.Json;
 using Falk.Core.Config;
 using Falk.Core.Machines;
 using Falk.Core.Processes;
+using Falk.Core.Ssh;
 using Falk.Core.Unix;
 using Falk.Core.Waiting;
 using Microsoft.Extensions.Hosting;
@@ -17,10 +18,12 @@ namespace Falk.Core.Backends.Qemu;
 /// QEMU left by an earlier run of this daemon can be told apart from any other; after a restart, a QEMU recorded in a
 /// machine's handle (pid and start time) that still answers on its QMP socket is taken back.
 /// </summary>
-public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogger<QemuBackend> logger) : IMachineBackend, IHostedService, IDisposable
+public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, PortAllocator ports, SshReadiness ssh, ILogger<QemuBackend> logger)
+    : IMachineBackend, IHostedService, IDisposable
 {
     private readonly ConcurrentDictionary<string, QemuImageVersions> _versions = new(StringComparer.Ordinal);
     private readonly QemuImg _qemuImg = new(runner);
+    private readonly QemuResumeStates _resumes = new(config, new QemuImg(runner), runner, ports, ssh, logger);
 
     public string Type => QemuTemplateOptions.Descriptor.Type;
 
@@ -61,7 +64,7 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
         }
 
         QemuLog.OverlayCreated(logger, spec.MachineId, overlay, backing);
-        return new QemuMachine(spec, options, overlay, backing, versions, _qemuImg, runner, logger);
+        return NewMachine(spec, options, overlay, backing, versions);
     }
 
     public async Task<ReattachedMachine?> ReattachAsync(MachineSpec spec, string? handle, MachineState? recordedState, CancellationToken cancellationToken)
@@ -72,18 +75,18 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
         if (recordedState is not null && recorded?.Backing is { } backing)
         {
             var versions = Versions(options.BaseImage);
-            var machine = new QemuMachine(spec, options, overlay, backing, versions, _qemuImg, runner, logger);
+            var machine = NewMachine(spec, options, overlay, backing, versions);
             if (recorded is { Pid: { } pid, StartTime: { } startTime } && await machine.AdoptAsync(pid, startTime, cancellationToken).ConfigureAwait(false))
             {
                 await KillStraysAsync(spec, except: pid, cancellationToken).ConfigureAwait(false);
-                versions.Adopt(backing);
+                TakeBack(machine, versions, backing, recorded.Layer, launched: true);
                 return new ReattachedMachine(machine, Running: true);
             }
 
             await KillStraysAsync(spec, except: null, cancellationToken).ConfigureAwait(false);
             if (recordedState is MachineState.Prepared or MachineState.Stopped or MachineState.Failed && File.Exists(overlay))
             {
-                versions.Adopt(backing);
+                TakeBack(machine, versions, backing, recorded.Layer, launched: recordedState != MachineState.Prepared);
                 return new ReattachedMachine(machine, Running: false);
             }
         }
@@ -104,7 +107,7 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
     {
         IReadOnlyList<MarkedProcess> Orphans() =>
             ProcessMarks.OfInstance(config.Daemon.InstanceId)
-                .Where(m => !knownMachineIds.Contains(m.MachineId) && IsQemuOf(m.Process.Pid, m.MachineId))
+                .Where(m => !knownMachineIds.Contains(m.MachineId) && !_resumes.IsSaving(m.MachineId) && IsQemuOf(m.Process.Pid, m.MachineId))
                 .ToList();
 
         foreach (var orphan in Orphans())
@@ -149,10 +152,23 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
             Versions(((QemuTemplateOptions)template.BackendOptions).BaseImage).RemovePartials();
         }
 
+        // What guests being saved left when the daemon ended (their QEMUs went in the orphan sweep): nothing to keep.
+        if (Directory.Exists(_resumes.WorkFolder))
+        {
+            Directory.Delete(_resumes.WorkFolder, recursive: true);
+        }
+
+        // Every boot = resume template gets its saved guest now, not at its first machine's launch.
+        foreach (var template in ResumeTemplates())
+        {
+            _resumes.SaveCurrent(Versions(((QemuTemplateOptions)template.BackendOptions).BaseImage), template);
+        }
+
         return Task.CompletedTask;
     }
 
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    /// <summary>Ends the saves in progress (their QEMUs, partial files and ports go with them).</summary>
+    public async Task StopAsync(CancellationToken cancellationToken) => await _resumes.DisposeAsync().ConfigureAwait(false);
 
     public void Dispose()
     {
@@ -163,7 +179,41 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
     }
 
     private QemuImageVersions Versions(string baseImage) =>
-        _versions.GetOrAdd(baseImage, b => new QemuImageVersions(b, _qemuImg, logger));
+        _versions.GetOrAdd(baseImage, b =>
+        {
+            var versions = new QemuImageVersions(b, _qemuImg, logger);
+
+            // A commit makes a new version: the templates on it that resume get its saved guest right away.
+            versions.Committed += (_, _) =>
+            {
+                foreach (var template in ResumeTemplates().Where(t => ((QemuTemplateOptions)t.BackendOptions).BaseImage == b))
+                {
+                    _resumes.SaveCurrent(versions, template);
+                }
+            };
+            return versions;
+        });
+
+    /// <summary>The <c>boot = resume</c> templates, one per base image and command (templates that share both share the saved guest).</summary>
+    private IEnumerable<TemplateDefinition> ResumeTemplates() =>
+        config.Templates
+            .Where(t => t.BackendOptions is QemuTemplateOptions { Boot: QemuBoot.Resume })
+            .DistinctBy(t => (((QemuTemplateOptions)t.BackendOptions).BaseImage, QemuResumeStates.Key((QemuTemplateOptions)t.BackendOptions)));
+
+    private QemuMachine NewMachine(MachineSpec spec, QemuTemplateOptions options, string overlay, string backing, QemuImageVersions versions) =>
+        new(spec, options, overlay, backing, versions, _qemuImg, runner, logger, options.Boot == QemuBoot.Resume ? _resumes : null);
+
+    /// <summary>Counts the versions a machine taken back uses: its backing version and the saved guest's layer it was resumed on.</summary>
+    private static void TakeBack(QemuMachine machine, QemuImageVersions versions, string backing, string? layer, bool launched)
+    {
+        versions.Adopt(backing);
+        if (layer is not null)
+        {
+            versions.Adopt(layer);
+        }
+
+        machine.TakeBack(launched, layer);
+    }
 
     /// <summary>Where a machine's overlay is: in its work folder, or named by the template's <c>overlay_image</c> prefix and the machine id.</summary>
     private static string OverlayOf(string machineId, string workDirectory, QemuTemplateOptions options) =>
@@ -227,4 +277,5 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
 }
 
 /// <summary>What a QEMU machine needs to be found again: its QEMU (pid and start time, once launched), overlay and backing version.</summary>
-internal sealed record QemuHandle(int? Pid, long? StartTime, string Overlay, string Backing);
+/// <param name="Layer">The saved guest's disk layer the overlay sits on, when the machine was resumed.</param>
+internal sealed record QemuHandle(int? Pid, long? StartTime, string Overlay, string Backing, string? Layer = null);

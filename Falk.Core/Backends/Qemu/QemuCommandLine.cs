@@ -20,7 +20,8 @@ public static class QemuCommandLine
     /// </summary>
     public const string Sandbox = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
-    public static IReadOnlyList<string> Build(QemuTemplateOptions options, string machineId, string overlay, int sshPort, QemuMachinePaths paths)
+    /// <param name="incoming">Waits for a saved guest (<c>-incoming defer</c>; <c>migrate-incoming</c> over QMP brings it).</param>
+    public static IReadOnlyList<string> Build(QemuTemplateOptions options, string machineId, string overlay, int sshPort, QemuMachinePaths paths, bool incoming = false)
     {
         var port = sshPort.ToString(CultureInfo.InvariantCulture);
         var args = options.Command.Select(a => Substitute(a, overlay, port)).ToList();
@@ -34,6 +35,11 @@ public static class QemuCommandLine
             "-pidfile", paths.PidFile,
             "-sandbox", Sandbox,
         ]);
+        if (incoming)
+        {
+            args.AddRange(["-incoming", "defer"]);
+        }
+
         return args;
     }
 

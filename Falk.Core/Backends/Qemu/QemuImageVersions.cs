@@ -34,12 +34,19 @@ public sealed partial class QemuImageVersions : IDisposable
 
     public string BaseImage { get; }
 
+    /// <summary>Raised after a commit switched <c>current</c> to a new version.</summary>
+    public event EventHandler? Committed;
+
     public string VersionsDirectory { get; }
 
     private string CurrentLink => Path.Combine(VersionsDirectory, CurrentLinkName);
 
     [GeneratedRegex(@"^v([0-9]{1,9})\.qcow2$")]
     private static partial Regex VersionFileName();
+
+    /// <summary><c>VERSIONFILE.resume-KEY-RANDOM.qcow2</c> (the disk layer a guest was saved with) and <c>….vmstate</c> (its memory and devices).</summary>
+    [GeneratedRegex(@"^(.+)\.resume-([0-9a-f]{16})-([0-9a-f]{8})\.(qcow2|vmstate)$")]
+    private static partial Regex ResumeFileName();
 
     /// <summary>The absolute path of the version in force.</summary>
     public string Current
@@ -149,6 +156,7 @@ public sealed partial class QemuImageVersions : IDisposable
                 RemoveUnused();
             }
 
+            Committed?.Invoke(this, EventArgs.Empty);
             return name;
         }
         finally
@@ -173,6 +181,64 @@ public sealed partial class QemuImageVersions : IDisposable
     }
 
     public void Dispose() => _commit.Dispose();
+
+    /// <summary>Paths (without extension) for a new saved guest of <paramref name="version"/> and command <paramref name="key"/>; the folder exists.</summary>
+    public string NewResumeStem(string version, string key)
+    {
+        Directory.CreateDirectory(VersionsDirectory);
+        return Path.Combine(VersionsDirectory, $"{Path.GetFileName(version)}.resume-{key}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4))}");
+    }
+
+    /// <summary>
+    /// The saved guest of <paramref name="version"/> for command <paramref name="key"/>, its layer counted as used (as by
+    /// <see cref="Acquire"/>) until <see cref="Release"/>; null when none is saved.
+    /// </summary>
+    public QemuResumeState? AcquireResumeState(string version, string key)
+    {
+        lock (_lock)
+        {
+            if (!Directory.Exists(VersionsDirectory))
+            {
+                return null;
+            }
+
+            var state = Directory.EnumerateFiles(VersionsDirectory, $"{Path.GetFileName(version)}.resume-{key}-*.vmstate")
+                .Where(p => ResumeFileName().IsMatch(Path.GetFileName(p)) && File.Exists(Path.ChangeExtension(p, ".qcow2")))
+                .OrderByDescending(File.GetLastWriteTimeUtc)
+                .FirstOrDefault();
+            if (state is null)
+            {
+                return null;
+            }
+
+            var layer = Path.ChangeExtension(state, ".qcow2");
+            _uses[layer] = _uses.GetValueOrDefault(layer) + 1;
+            return new QemuResumeState(version, layer, state);
+        }
+    }
+
+    /// <summary>Moves a saved guest's files into place (the layer first, the state last: a state is ready only beside its layer).</summary>
+    public void PublishResumeState(string layerPartial, string statePartial, QemuResumeState state)
+    {
+        lock (_lock)
+        {
+            File.Move(layerPartial, state.Layer, overwrite: false);
+            File.Move(statePartial, state.State, overwrite: false);
+        }
+
+        FileSync.Folder(VersionsDirectory);
+    }
+
+    /// <summary>A saved guest that did not load: its state goes now, its layer once no machine uses it.</summary>
+    public void DiscardResumeState(QemuResumeState state)
+    {
+        lock (_lock)
+        {
+            DeleteQuietly(state.State);
+            QemuLog.ResumeStateRemoved(_logger, BaseImage, state.State);
+            RemoveUnused();
+        }
+    }
 
     private int NextNumber() =>
         Directory.EnumerateFiles(VersionsDirectory)
@@ -199,6 +265,27 @@ public sealed partial class QemuImageVersions : IDisposable
                 QemuLog.VersionRemoved(_logger, BaseImage, path);
             }
         }
+
+        // A saved guest goes with its version; a layer stays while a machine resumed from it runs on it.
+        foreach (var path in Directory.EnumerateFiles(VersionsDirectory))
+        {
+            var resume = ResumeFileName().Match(Path.GetFileName(path));
+            if (!resume.Success)
+            {
+                continue;
+            }
+
+            var version = resume.Groups[1].Value == Path.GetFileName(BaseImage) ? BaseImage : Path.Combine(VersionsDirectory, resume.Groups[1].Value);
+            var versionInUse = version == current || _uses.ContainsKey(version);
+            var remove = resume.Groups[4].Value == "vmstate"
+                ? !versionInUse
+                : !_uses.ContainsKey(path) && (!versionInUse || !File.Exists(Path.ChangeExtension(path, ".vmstate")));
+            if (remove)
+            {
+                DeleteQuietly(path);
+                QemuLog.ResumeStateRemoved(_logger, BaseImage, path);
+            }
+        }
     }
 
     private void DeleteQuietly(string path)
@@ -213,3 +300,6 @@ public sealed partial class QemuImageVersions : IDisposable
         }
     }
 }
+
+/// <summary>A running guest of image <paramref name="Version"/> saved by Falk: the disk layer it ran on (backed by the version) and its memory and devices.</summary>
+public sealed record QemuResumeState(string Version, string Layer, string State);

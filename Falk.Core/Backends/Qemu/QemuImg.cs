@@ -19,6 +19,13 @@ public sealed class QemuImg(IProcessRunner runner)
     public Task CreateOverlayAsync(string overlay, string backing, CancellationToken cancellationToken) =>
         RunAsync([Program, "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", backing, overlay], QuickTimeout, cancellationToken);
 
+    /// <summary>
+    /// Points <paramref name="overlay"/> at another backing file without copying anything: right only for an overlay
+    /// that holds no data yet (a machine's fresh overlay moved onto the layer a saved guest ran on).
+    /// </summary>
+    public Task RebaseUnsafeAsync(string overlay, string backing, CancellationToken cancellationToken) =>
+        RunAsync([Program, "rebase", "-q", "-u", "-f", "qcow2", "-F", "qcow2", "-b", backing, overlay], QuickTimeout, cancellationToken);
+
     /// <summary>The image with everything under it (its backing chain) merged into a new standalone qcow2 file.</summary>
     public Task ConvertAsync(string source, string destination, CancellationToken cancellationToken) =>
         RunAsync([Program, "convert", "-q", "-O", "qcow2", source, destination], ConvertTimeout, cancellationToken);

@@ -64,4 +64,22 @@ internal static partial class QemuLog
 
     [LoggerMessage(6019, LogLevel.Information, "Machine {MachineId}: guest {Change}")]
     public static partial void PauseChanged(ILogger logger, string machineId, string change);
+
+    [LoggerMessage(6020, LogLevel.Information, "Template image {BaseImage}: removed saved guest file {Path}")]
+    public static partial void ResumeStateRemoved(ILogger logger, string baseImage, string path);
+
+    [LoggerMessage(6021, LogLevel.Information, "Template image {Version}: saving a running guest for resumes (QEMU machine {SaverId}, port {Port})")]
+    public static partial void ResumeStateSaving(ILogger logger, string version, string saverId, int port);
+
+    [LoggerMessage(6022, LogLevel.Information, "Template image {Version}: saved a running guest in {State} ({Bytes} bytes) in {Seconds:0.00} s")]
+    public static partial void ResumeStateSaved(ILogger logger, string version, string state, long bytes, double seconds);
+
+    [LoggerMessage(6023, LogLevel.Warning, "Template image {Version}: could not save a running guest: {Reason}")]
+    public static partial void ResumeStateFailed(ILogger logger, string version, string reason);
+
+    [LoggerMessage(6024, LogLevel.Information, "Machine {MachineId}: resumed from {State} in {Seconds:0.000} s")]
+    public static partial void Resumed(ILogger logger, string machineId, string state, double seconds);
+
+    [LoggerMessage(6025, LogLevel.Warning, "Machine {MachineId}: resume failed, booting cold: {Reason}")]
+    public static partial void ResumeFellBack(ILogger logger, string machineId, string reason);
 }

@@ -23,7 +23,8 @@ internal sealed class QemuMachine(
     QemuImageVersions versions,
     QemuImg qemuImg,
     IProcessRunner runner,
-    ILogger logger) : IMachineInstance, ISnapshotSupport, ICommitSupport, IPauseReporting, IProcessOwnership
+    ILogger logger,
+    QemuResumeStates? resumes = null) : IMachineInstance, ISnapshotSupport, ICommitSupport, IPauseReporting, ILaunchReporting, IProcessOwnership
 {
     /// <summary>How long QEMU gets to open its QMP socket after it starts.</summary>
     private static readonly TimeSpan QmpConnectTimeout = TimeSpan.FromSeconds(30);
@@ -39,6 +40,7 @@ internal sealed class QemuMachine(
 
     private readonly QemuMachinePaths _paths = new(spec.WorkDirectory, spec.ConsoleLogPath);
     private readonly QemuSnapshots _snapshots = new(spec.MachineId, overlay, qemuImg, logger);
+    private readonly QemuResumeLaunch? _resume = resumes is null ? null : new(spec, overlay, backing, versions, qemuImg, resumes, logger);
     private QemuProcess? _process;
     private QemuMonitor? _monitor;
     private Task? _eventPump;
@@ -46,6 +48,8 @@ internal sealed class QemuMachine(
     private long _consoleStart;
     private bool _cleanedUp;
     private volatile bool _paused;
+    private bool _launched;
+    private string? _layer;
 
     public string Overlay => overlay;
 
@@ -56,7 +60,19 @@ internal sealed class QemuMachine(
 
     public event EventHandler<bool>? PausedChanged;
 
-    public string? Handle => JsonSerializer.Serialize(new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing));
+    public string? Handle => JsonSerializer.Serialize(new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing, _layer));
+
+    public LaunchNote? LastLaunch { get; private set; }
+
+    /// <summary>
+    /// A machine taken back after a restart: <paramref name="launched"/> when it ran before (its disk is no longer the
+    /// one a saved guest expects), and the saved guest's layer its overlay sits on, if it was resumed.
+    /// </summary>
+    public void TakeBack(bool launched, string? layer)
+    {
+        _launched = launched;
+        _layer = layer;
+    }
 
     /// <summary>The SSH port is QEMU's own (a user network's <c>hostfwd</c>): only the running QEMU may listen there.</summary>
     public bool OwnsProcess(int pid) => _process is { HasExited: false } process && process.Pid == pid;
@@ -67,6 +83,37 @@ internal sealed class QemuMachine(
     private QemuMonitor? RunningMonitor => _process is { HasExited: false } ? _monitor : null;
 
     public async Task LaunchAsync(CancellationToken cancellationToken)
+    {
+        LastLaunch = null;
+        var fresh = !_launched;
+        _launched = true;
+
+        // Only a disk nobody wrote to yet is the disk a saved guest expects: a machine booted before boots cold again.
+        if (fresh && _resume is not null)
+        {
+            (LastLaunch, _layer) = await _resume.TryAsync(StartQemuAsync, KillQemuAsync, cancellationToken).ConfigureAwait(false);
+            if (_layer is not null)
+            {
+                return;
+            }
+        }
+
+        await StartQemuAsync(incoming: null, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Saves the running guest to <paramref name="path"/> and quits QEMU (a machine that makes a template's saved guest).</summary>
+    public async Task<long> SaveGuestAsync(string path, CancellationToken cancellationToken)
+    {
+        var process = _process ?? throw new BackendOperationException($"machine {spec.MachineId} is not running");
+        var monitor = RunningMonitor ?? throw new BackendOperationException($"machine {spec.MachineId} is not running");
+        var size = await QemuGuestTransfer.SaveAsync(monitor, path, spec.MachineId, cancellationToken).ConfigureAwait(false);
+        await QuitOrKillAsync(process, cancellationToken).ConfigureAwait(false);
+        return size;
+    }
+
+    private Task KillQemuAsync() => _process?.KillAsync(CancellationToken.None) ?? Task.CompletedTask;
+
+    private async Task StartQemuAsync(string? incoming, CancellationToken cancellationToken)
     {
         await DisconnectAsync().ConfigureAwait(false);
         if (_process is not null)
@@ -81,7 +128,7 @@ internal sealed class QemuMachine(
         _lastShutdownReason = null;
         _consoleStart = QemuExitReport.ConsoleLength(spec.ConsoleLogPath);
 
-        var command = QemuCommandLine.Build(options, spec.MachineId, overlay, spec.SshPort, _paths);
+        var command = QemuCommandLine.Build(options, spec.MachineId, overlay, spec.SshPort, _paths, incoming is not null);
         var processSpec = new ProcessSpec(command)
         {
             OwnProcessGroup = true,
@@ -111,6 +158,11 @@ internal sealed class QemuMachine(
 
         QemuLog.QmpConnected(logger, spec.MachineId, _paths.QmpSocket);
         _eventPump = PumpEventsAsync(_monitor, process);
+        if (incoming is not null)
+        {
+            await QemuGuestTransfer.LoadAsync(_monitor, incoming, process.Exited, spec.MachineId, cancellationToken).ConfigureAwait(false);
+            return;
+        }
 
         // A command with -S starts the guest paused (status "prelaunch"): a machine Falk boots is meant to run.
         var status = (await _monitor.ExecuteAsync("query-status", cancellationToken).ConfigureAwait(false))?["status"]?.GetValue<string>();
@@ -217,6 +269,11 @@ internal sealed class QemuMachine(
         if (!_cleanedUp)
         {
             _cleanedUp = true;
+            if (_layer is not null)
+            {
+                versions.Release(_layer);
+            }
+
             versions.Release(backing);
         }
     }

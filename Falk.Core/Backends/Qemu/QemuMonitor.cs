@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
 using System.Threading.Channels;
 using Falk.Core.Backends.Qemu.Qmp;
@@ -13,11 +14,14 @@ internal sealed class QemuMonitor(QmpClient qmp, string machineId) : IAsyncDispo
 {
     public ChannelReader<QmpEvent> Events => qmp.Events;
 
-    public async Task<JsonNode?> ExecuteAsync(string command, CancellationToken cancellationToken)
+    public Task<JsonNode?> ExecuteAsync(string command, CancellationToken cancellationToken) => ExecuteAsync(command, null, null, cancellationToken);
+
+    /// <summary>A command with arguments; with <paramref name="file"/> the command carries that open file (for <c>getfd</c>).</summary>
+    public async Task<JsonNode?> ExecuteAsync(string command, JsonObject? arguments, SafeHandle? file, CancellationToken cancellationToken)
     {
         try
         {
-            return await qmp.ExecuteAsync(command, cancellationToken).ConfigureAwait(false);
+            return await qmp.ExecuteAsync(command, arguments, file, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e) when (e is QmpErrorException or QmpConnectionException)
         {

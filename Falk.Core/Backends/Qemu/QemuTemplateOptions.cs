@@ -9,6 +9,7 @@ namespace Falk.Core.Backends.Qemu;
 /// (a path prefix for the per-machine overlays; without it they live in the machine's work folder) and <c>command</c>
 /// (the QEMU command line, with <c>{IMAGENAME}</c> and <c>{SSHPORT}</c> substituted per argument after splitting).
 /// Falk adds its own QMP socket, serial console, pid file, <c>-name</c> and <c>-sandbox</c>; a command that sets any of these is refused.
+/// <c>boot = resume</c> (default <c>cold</c>) starts machines from a saved running guest instead of booting them.
 /// </summary>
 public sealed partial record QemuTemplateOptions(
     string BaseImage,
@@ -22,6 +23,9 @@ public sealed partial record QemuTemplateOptions(
     public static readonly IReadOnlyList<string> ReservedOptions = ["qmp", "qmp-pretty", "monitor", "serial", "pidfile", "name", "daemonize", "sandbox"];
 
     public static BackendDescriptor Descriptor { get; } = new("qemu", Parse, SupportsManage: true);
+
+    /// <summary>How a machine's first launch starts its guest.</summary>
+    public QemuBoot Boot { get; init; } = QemuBoot.Cold;
 
     [GeneratedRegex(@"\{[A-Z_]+\}")]
     private static partial Regex PlaceholderPattern();
@@ -42,7 +46,22 @@ public sealed partial record QemuTemplateOptions(
         }
 
         var command = ReadCommand(reader);
-        return baseImage is null || command is null ? null : new QemuTemplateOptions(baseImage, overlayPrefix, command);
+        var boot = ReadBoot(reader);
+        return baseImage is null || command is null || boot is null ? null : new QemuTemplateOptions(baseImage, overlayPrefix, command) { Boot = boot.Value };
+    }
+
+    private static QemuBoot? ReadBoot(SectionReader reader)
+    {
+        switch (reader.Text("boot", "cold"))
+        {
+            case "cold":
+                return QemuBoot.Cold;
+            case "resume":
+                return QemuBoot.Resume;
+            case var other:
+                reader.Error("boot", $"'{other}' is neither 'cold' (boot the guest) nor 'resume' (start from a saved running guest)");
+                return null;
+        }
     }
 
     private static IReadOnlyList<string>? ReadCommand(SectionReader reader)
@@ -94,4 +113,14 @@ public sealed partial record QemuTemplateOptions(
 
         return args;
     }
+}
+
+/// <summary>How a QEMU machine's first launch starts its guest.</summary>
+public enum QemuBoot
+{
+    /// <summary>Boots the guest from its disk.</summary>
+    Cold,
+
+    /// <summary>Loads the running guest Falk saved once per image version (and boots cold when that fails).</summary>
+    Resume,
 }

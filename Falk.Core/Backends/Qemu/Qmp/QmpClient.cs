@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -81,8 +82,9 @@ public sealed class QmpClient : IAsyncDisposable
     /// <summary>
     /// Runs <paramref name="command"/> and returns its <c>return</c> value. A QMP error is a <see cref="QmpErrorException"/>;
     /// a connection that ends first is a <see cref="QmpConnectionException"/>. Cancelling stops the wait, not the command.
+    /// With <paramref name="fileDescriptor"/> the command's line carries that descriptor (SCM_RIGHTS), as <c>getfd</c> wants.
     /// </summary>
-    public async Task<JsonNode?> ExecuteAsync(string command, JsonObject? arguments, CancellationToken cancellationToken)
+    public async Task<JsonNode?> ExecuteAsync(string command, JsonObject? arguments, SafeHandle? fileDescriptor, CancellationToken cancellationToken)
     {
         var id = "falk-" + Interlocked.Increment(ref _nextId).ToString(System.Globalization.CultureInfo.InvariantCulture);
         var pending = new Pending(command, new TaskCompletionSource<JsonNode?>(TaskCreationOptions.RunContinuationsAsynchronously));
@@ -110,9 +112,12 @@ public sealed class QmpClient : IAsyncDisposable
             request["arguments"] = arguments;
         }
 
-        await SendAsync(request, cancellationToken).ConfigureAwait(false);
+        await SendAsync(request, fileDescriptor, cancellationToken).ConfigureAwait(false);
         return await pending.Completion.Task.ConfigureAwait(false);
     }
+
+    public Task<JsonNode?> ExecuteAsync(string command, JsonObject? arguments, CancellationToken cancellationToken) =>
+        ExecuteAsync(command, arguments, fileDescriptor: null, cancellationToken);
 
     public Task<JsonNode?> ExecuteAsync(string command, CancellationToken cancellationToken) => ExecuteAsync(command, null, cancellationToken);
 
@@ -198,13 +203,21 @@ public sealed class QmpClient : IAsyncDisposable
         await ExecuteAsync("qmp_capabilities", cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task SendAsync(JsonObject request, CancellationToken cancellationToken)
+    private async Task SendAsync(JsonObject request, SafeHandle? fileDescriptor, CancellationToken cancellationToken)
     {
         var bytes = Encoding.UTF8.GetBytes(request.ToJsonString() + "\n");
         await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            await _stream.WriteAsync(bytes, cancellationToken).ConfigureAwait(false);
+            if (fileDescriptor is null)
+            {
+                await _stream.WriteAsync(bytes, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                // Everything written before is out (the lock is held): the descriptor travels with this line's bytes.
+                DescriptorPassing.Send(_socket, bytes, fileDescriptor);
+            }
         }
         catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
         {
