@@ -29,9 +29,20 @@ public sealed class MachineLeases(FalkConfig config, MachineTable table, Machine
         lock (machine.Sync)
         {
             MachineJobs.ThrowIfDeleting(machine);
+            var before = machine.LeaseExpiresAt;
             machine.LeaseExpiresAt = expiresAt = time.GetUtcNow() + lease;
+            try
+            {
+                transitions.Save(machine);
+            }
+            catch
+            {
+                // Not recorded, not renewed: a restart would go by the record.
+                machine.LeaseExpiresAt = before;
+                throw;
+            }
+
             machine.LeaseExpiryReported = false;
-            transitions.Save(machine);
         }
 
         events.Publish(MachineEventTypes.LeaseRenewed, machine, detail: expiresAt.ToString("O", CultureInfo.InvariantCulture));

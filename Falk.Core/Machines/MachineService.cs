@@ -77,7 +77,7 @@ public sealed class MachineService(
         }
 
         var id = Names.NewMachineId();
-        var reservation = admission.Admit(candidates, caller.Uid, request.Manage, id);
+        var reservation = admission.Admit(candidates, caller, request.Manage, id);
         template = reservation.Template;
         var backend = _backends[template.Type];
         var spec = MachineSpecs.Of(config, id, template, request.Manage, reservation.Port, caller.Uid, request.Labels);
@@ -97,6 +97,11 @@ public sealed class MachineService(
             MachineDestruction.RemoveWorkDirectory(spec.WorkDirectory);
             store.Delete(id);
             MachineLog.PrepareFailed(logger, template.Name, e);
+            if (DiskFull.Is(e))
+            {
+                throw new StorageFullException($"no machine was made: the disk of state_dir ({config.Daemon.StateDirectory}) is full", e);
+            }
+
             throw;
         }
 
@@ -130,7 +135,7 @@ public sealed class MachineService(
                 throw new MachineStateConflictException(id, machine.State, "boot", $"machine {id} is {machine.State.ToWire()}: only a prepared or stopped machine can boot");
             }
 
-            transitions.To(machine, MachineState.Booting, lastError: null);
+            transitions.ToOrUndo(machine, MachineState.Booting, lastError: null);
             boot = CancellationTokenSource.CreateLinkedTokenSource(machine.Lifetime.Token);
             machine.BootCancellation = boot;
         }
@@ -281,7 +286,7 @@ public sealed class MachineService(
                 throw new MachineStateConflictException(id, machine.State, "stop", $"machine {id} is {machine.State.ToWire()}: only a booting or running machine can stop");
             }
 
-            transitions.To(machine, MachineState.Stopping);
+            transitions.ToOrUndo(machine, MachineState.Stopping, machine.LastError);
             machine.BootCancellation?.Cancel();
         }
 
