@@ -38,6 +38,7 @@ public sealed class MachineService(
 
     private readonly Dictionary<string, IMachineBackend> _backends = backends.ToDictionary(b => b.Type, StringComparer.Ordinal);
     private readonly TemplatePool _pool = new(config.Templates);
+    private readonly PerUidSlots _eventStreams = new(config.Daemon.MaxEventStreamsPerUid);
 
     public IReadOnlyList<TemplateDefinition> Templates => config.Templates;
 
@@ -309,6 +310,16 @@ public sealed class MachineService(
 
     /// <summary>Sets the machine's lease to end <paramref name="seconds"/> from now.</summary>
     public MachineView RenewLease(string id, Caller caller, int seconds) => leases.Renew(table.Find(id, caller), seconds);
+
+    /// <summary>
+    /// A place among the event streams the caller follows, held until disposed: admins are not counted, anyone else
+    /// may follow max_event_streams_per_uid at once.
+    /// </summary>
+    public IDisposable HoldEventStream(Caller caller) =>
+        caller.IsAdmin
+            ? PerUidSlots.Uncounted
+            : _eventStreams.TryTake(caller.Uid) ?? throw new PeerLimitException("too-many-event-streams",
+                $"uid {caller.Uid} already follows {_eventStreams.Limit} event streams (max_event_streams_per_uid): close one first", _eventStreams.Limit);
 
     /// <summary>Events the caller may see: its own machines', or all for admins.</summary>
     public IAsyncEnumerable<MachineEvent> SubscribeAsync(Caller caller, long? afterId, CancellationToken cancellationToken) =>
