@@ -88,6 +88,31 @@ public sealed class LxdLifecycleTests(LxdHost lxd)
         }
     }
 
+    [Fact(Timeout = 240_000)]
+    public async Task The_console_collected_from_LXD_stays_within_console_max_bytes_and_keeps_the_newest_output()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var falk = await LxdDaemon.StartAsync(lxd, ct, daemonExtra: "console_max_bytes = 1048576");
+        var id = (await falk.Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>();
+        await falk.Client.BootAsync(id, ct);
+        var log = Path.Combine(falk.Daemon.Directory.File("state"), "machines", id, "console.log");
+
+        // LXD keeps at most its ring buffer between reads and hands each part out once; each read adds ~120 kB here.
+        for (var round = 0; round < 12; round++)
+        {
+            await LxdCli.RunAsync(["exec", id, "--", "sh", "-c", $"head -c 120000 /dev/zero | tr '\\0' x >/dev/console; echo MARK-{round} >/dev/console"], ct);
+            await Wait.UntilAsync(
+                async token => (await falk.Client.GetStringAsync($"v1/machines/{id}/console", token)).Contains($"MARK-{round}", StringComparison.Ordinal)
+                    ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>($"MARK-{round} not collected yet"),
+                TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(20), $"round {round} in the console", ct);
+        }
+
+        new FileInfo(log).Length.Should().BeLessThanOrEqualTo(512 * 1024);
+        new FileInfo(Falk.Core.Backends.ConsoleLog.RotatedPath(log)).Length.Should().BeLessThanOrEqualTo(512 * 1024);
+        var console = await falk.Client.GetStringAsync($"v1/machines/{id}/console", ct);
+        console.Should().Contain("MARK-11", "the newest output is kept").And.NotContain("MARK-0", "the oldest made room");
+    }
+
     [Fact(Timeout = 180_000)]
     public async Task A_restored_snapshot_no_longer_has_a_file_written_after_it_and_the_machine_keeps_running_on_its_port()
     {
