@@ -263,6 +263,34 @@ public sealed class LxdLifecycleTests(LxdHost lxd)
     private Task<string> SshAsync(JsonNode machine, string command, CancellationToken ct) =>
         MachineSsh.RunAsync(machine, LxdHost.User, lxd.ClientKeyPath, command, ct);
 
+    [Fact(Timeout = 300_000)]
+    public async Task A_delete_during_a_commit_wins_the_commit_answers_not_found_and_no_image_or_instance_is_left()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var falk = await LxdDaemon.StartAsync(lxd, ct);
+        var manageId = await CreateManagedAsync(falk, ct);
+        var commit = falk.Client.PostJsonAsync($"v1/machines/{manageId}/commit", new { timeout_seconds = 10 }, ct);
+        await Wait.UntilAsync(
+            async token => (await RunningOperationsAsync(token)).Count > 0
+                ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>("no LXD operation running yet"),
+            TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(60), "LXD to publish the machine", ct);
+
+        await falk.Client.DeleteMachineAsync(manageId, ct);
+
+        using (var answer = await commit)
+        {
+            await answer.ShouldBeProblemAsync(HttpStatusCode.NotFound, "machine-not-found", ct);
+        }
+
+        (await RunningOperationsAsync(ct)).Should().BeEmpty("the delete waited for LXD's publish to end");
+        (await falk.InstancesAsync(ct)).Should().BeEmpty();
+        (await LxdCli.ImagesAsync(falk.Instance, ct)).Should().BeEmpty("the image the overtaken commit made is not left behind");
+    }
+
+    private static async Task<IReadOnlyList<string>> RunningOperationsAsync(CancellationToken ct) =>
+        (await LxdCli.QueryAsync("/1.0/operations?recursion=1", ct))["running"]?.AsArray()
+            .Select(o => o!["description"]!.GetValue<string>()).ToList() ?? [];
+
     private static async Task<string> CreateManagedAsync(LxdDaemon falk, CancellationToken ct)
     {
         using var response = await falk.Client.PostJsonAsync("v1/machines", new { template = "sshd", manage = true }, ct);
