@@ -47,6 +47,11 @@ public sealed class PerUidLimitTests
         extra = connect()
         status, body = ask(extra)
         print("refused", status, body, flush=True)
+        if mode == "conns":
+            line = connect()
+            line.sendall(b"help\n")
+            print("protocol", line.makefile("rb").readline().decode().strip(), flush=True)
+            line.close()
         print("ready", flush=True)
         while not os.path.exists(release):
             time.sleep(0.05)
@@ -75,6 +80,7 @@ public sealed class PerUidLimitTests
         var (refused, again, other) = await RunAsync("conns", "max_connections_per_uid = 3", limit: 3, TestContext.Current.CancellationToken);
 
         refused.Should().Contain("refused 429").And.Contain("urn:falk:problem:too-many-connections").And.Contain("uid 65534");
+        refused.Should().Contain("protocol error msg=").And.Contain("PermissionError", "the original protocol is told in its own words");
         other.Should().Be("200", "uid 65533 has connections of its own");
         again.Should().Be("again 200", "a connection given back can be taken again");
     }
