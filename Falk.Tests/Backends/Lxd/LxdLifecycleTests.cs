@@ -287,6 +287,28 @@ public sealed class LxdLifecycleTests(LxdHost lxd)
         (await LxdCli.ImagesAsync(falk.Instance, ct)).Should().BeEmpty("the image the overtaken commit made is not left behind");
     }
 
+    [Fact(Timeout = 300_000)]
+    public async Task A_delete_during_a_snapshot_wins_the_snapshot_answers_not_found_and_no_instance_is_left()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var falk = await LxdDaemon.StartAsync(lxd, ct);
+        var id = (await falk.Client.BootAsync((await falk.Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>(), ct))["id"]!.GetValue<string>();
+        var snapshot = falk.Client.PostJsonAsync($"v1/machines/{id}/snapshots", new { name = "overtaken" }, ct);
+        await Wait.UntilAsync(
+            async token => (await RunningOperationsAsync(token)).Count > 0 ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>("no LXD operation running yet"),
+            TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(60), "LXD to snapshot the machine", ct);
+
+        await falk.Client.DeleteMachineAsync(id, ct);
+
+        using (var answer = await snapshot)
+        {
+            await answer.ShouldBeProblemAsync(HttpStatusCode.NotFound, "machine-not-found", ct);
+        }
+
+        (await falk.InstancesAsync(ct)).Should().BeEmpty("the instance goes, and the snapshot with it");
+        (await RunningOperationsAsync(ct)).Should().BeEmpty();
+    }
+
     private static async Task<IReadOnlyList<string>> RunningOperationsAsync(CancellationToken ct) =>
         (await LxdCli.QueryAsync("/1.0/operations?recursion=1", ct))["running"]?.AsArray()
             .Select(o => o!["description"]!.GetValue<string>()).ToList() ?? [];
