@@ -32,6 +32,11 @@ internal sealed partial class FalkExceptionHandler(IProblemDetailsService proble
             _ => null,
         };
 
+        if (exception is StorageFullException || Falk.Core.State.DiskFull.Is(exception))
+        {
+            ApiLog.StorageFull(logger, context.Request.Method, context.Request.Path, (exception.InnerException ?? exception).Message);
+        }
+
         if (problem is null)
         {
             ApiLog.Unhandled(logger, context.Request.Method, context.Request.Path, exception);

@@ -36,7 +36,9 @@ internal static class ProtocolRouting
             {
                 // Over its uid's max_connections_per_uid: told so in its own protocol (if it speaks within a few
                 // seconds), then closed.
-                await RefuseAsync(connection, services.GetRequiredService<ConnectionLimits>().Refusal(caller!), next, ends.Token).ConfigureAwait(false);
+                var refusal = services.GetRequiredService<ConnectionLimits>().Refusal(caller!);
+                ApiLog.PeerOverLimit(services.GetRequiredService<ILoggerFactory>().CreateLogger<ConnectionLimits>(), peer!.Uid, peer.Pid, refusal.Message);
+                await RefuseAsync(connection, refusal, next, ends.Token).ConfigureAwait(false);
                 return;
             }
 
