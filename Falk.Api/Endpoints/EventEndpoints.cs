@@ -19,7 +19,8 @@ public static class EventEndpoints
             .WithSummary("Server-sent events of machine state changes; reconnect with Last-Event-ID to get what was missed")
             .Produces<MachineEventResponse>(StatusCodes.Status200OK, "text/event-stream")
             .ProducesProblem(StatusCodes.Status400BadRequest)
-            .ProducesProblem(StatusCodes.Status403Forbidden);
+            .ProducesProblem(StatusCodes.Status403Forbidden)
+            .ProducesProblem(StatusCodes.Status429TooManyRequests);
         return group;
     }
 
@@ -35,10 +36,14 @@ public static class EventEndpoints
                 : throw new InvalidRequestException("Last-Event-ID", $"Last-Event-ID must be an event id, not '{lastEventId}'");
         }
 
+        // Counted against the caller's max_event_streams_per_uid until the answer is done (429 when over it).
+        var caller = http.Caller();
+        http.Response.RegisterForDispose(machines.HoldEventStream(caller));
+
         // The stream ends when the client goes or the daemon stops, so an open stream never holds up a shutdown.
         var ends = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted, lifetime.ApplicationStopping);
         http.Response.RegisterForDispose(ends);
-        return TypedResults.ServerSentEvents(Items(http.Response, machines.SubscribeAsync(http.Caller(), after, ends.Token)));
+        return TypedResults.ServerSentEvents(Items(http.Response, machines.SubscribeAsync(caller, after, ends.Token)));
     }
 
     private static async IAsyncEnumerable<SseItem<MachineEventResponse>> Items(

@@ -16,7 +16,8 @@ public static class MachineEndpoints
     {
         var group = app.MapGroup("/v1/machines")
             .WithTags("Machines")
-            .ProducesProblem(StatusCodes.Status403Forbidden);
+            .ProducesProblem(StatusCodes.Status403Forbidden)
+            .ProducesProblem(StatusCodes.Status507InsufficientStorage);
 
         group.MapPost("/", CreateMachine)
             .WithName("CreateMachine")

@@ -28,8 +28,14 @@ internal sealed partial class FalkExceptionHandler(IProblemDetailsService proble
         {
             FalkException falk => FromFalk(falk, context),
             BadHttpRequestException bad => FromBadRequest(bad),
+            _ when Falk.Core.State.DiskFull.Is(exception) => FromFalk(new StorageFullException("the disk of state_dir is full: what was asked could not be recorded, so it was not done", exception), context),
             _ => null,
         };
+
+        if (exception is StorageFullException || Falk.Core.State.DiskFull.Is(exception))
+        {
+            ApiLog.StorageFull(logger, context.Request.Method, context.Request.Path, (exception.InnerException ?? exception).Message);
+        }
 
         if (problem is null)
         {
@@ -80,7 +86,9 @@ internal sealed partial class FalkExceptionHandler(IProblemDetailsService proble
         InvalidRequestException => StatusCodes.Status400BadRequest,
         AccessDeniedException => StatusCodes.Status403Forbidden,
         TemplateNotFoundException or MachineNotFoundException or SnapshotNotFoundException => StatusCodes.Status404NotFound,
-        MachineStateConflictException or ManagementConflictException or SnapshotExistsException or NotSupportedByBackendException => StatusCodes.Status409Conflict,
+        MachineStateConflictException or ManagementConflictException or SnapshotExistsException or SnapshotLimitException or NotSupportedByBackendException => StatusCodes.Status409Conflict,
+        PeerLimitException => StatusCodes.Status429TooManyRequests,
+        StorageFullException => StatusCodes.Status507InsufficientStorage,
         CapacityExhaustedException or BackendUnavailableException => StatusCodes.Status503ServiceUnavailable,
         HostKeyMismatchException or SshEndpointTakenException or MachineFailedException or BackendOperationException or ProcessFailedException => StatusCodes.Status502BadGateway,
         WaitTimeoutException => StatusCodes.Status504GatewayTimeout,

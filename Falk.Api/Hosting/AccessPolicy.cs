@@ -80,6 +80,13 @@ internal static class PeerAccess
 
     public static IApplicationBuilder UsePeerAccess(this IApplicationBuilder app) => app.Use(async (context, next) =>
     {
+        if (context.Features.Get<PeerLimitException>() is { } refusal)
+        {
+            // A connection over its uid's max_connections_per_uid: answered, then closed.
+            context.Response.Headers.Connection = "close";
+            throw refusal;
+        }
+
         var policy = context.RequestServices.GetRequiredService<AccessPolicy>();
         var peer = PeerIdentity.Of(context.Features);
         var caller = peer is null ? null : policy.Authorize(peer);
@@ -99,4 +106,21 @@ internal static class PeerAccess
     /// <summary>The caller of the current request (set by <see cref="UsePeerAccess"/>).</summary>
     public static Caller Caller(this HttpContext context) =>
         context.Items[CallerKey] as Caller ?? throw new InvalidOperationException("peer access middleware did not run");
+}
+
+/// <summary>
+/// How many connections each uid holds open on the control socket (HTTP and the control protocol alike), counted from
+/// accept to close: at most <c>max_connections_per_uid</c> for a uid that is not an admin, so one local user cannot
+/// use up the daemon's file descriptors; admins and other uids are not affected.
+/// </summary>
+internal sealed class ConnectionLimits(FalkConfig config)
+{
+    private readonly PerUidSlots _slots = new(config.Daemon.MaxConnectionsPerUid);
+
+    /// <summary>The connection's slot (nothing to hold for admins and refused peers), or null when its uid has no room.</summary>
+    public IDisposable? TryEnter(Caller? caller) =>
+        caller is null || caller.IsAdmin ? PerUidSlots.Uncounted : _slots.TryTake(caller.Uid);
+
+    public PeerLimitException Refusal(Caller caller) => new("too-many-connections",
+        $"uid {caller.Uid} already has {_slots.Limit} connections open to falkd (max_connections_per_uid): close one first", _slots.Limit);
 }

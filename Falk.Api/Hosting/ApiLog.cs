@@ -17,4 +17,10 @@ internal static partial class ApiLog
 
     [LoggerMessage(1004, LogLevel.Information, "Removed control socket {Socket}")]
     public static partial void SocketRemoved(ILogger logger, string socket);
+
+    [LoggerMessage(1005, LogLevel.Error, "The disk of state_dir is full: {Method} {Path} was refused ({Reason})")]
+    public static partial void StorageFull(ILogger logger, string method, string path, string reason);
+
+    [LoggerMessage(1006, LogLevel.Warning, "Refused uid {Uid} (pid {Pid}): {Reason}")]
+    public static partial void PeerOverLimit(ILogger logger, int uid, int pid, string reason);
 }

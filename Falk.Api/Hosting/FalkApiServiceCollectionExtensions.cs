@@ -18,6 +18,7 @@ internal static class FalkApiServiceCollectionExtensions
     {
         services.AddSingleton(accessPolicy);
         services.AddSingleton<RunIds>();
+        services.AddSingleton<ConnectionLimits>();
         services.ConfigureHttpJsonOptions(options => ConfigureJson(options.SerializerOptions));
         services.Configure<Microsoft.AspNetCore.Mvc.JsonOptions>(options => ConfigureJson(options.JsonSerializerOptions));
         services.Configure<RouteHandlerOptions>(options => options.ThrowOnBadRequest = true);

@@ -29,14 +29,25 @@ internal static class ProtocolRouting
             var services = listen.ApplicationServices;
             using var ends = CancellationTokenSource.CreateLinkedTokenSource(
                 connection.ConnectionClosed, services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping);
+            var peer = PeerIdentity.Of(connection.Features);
+            var caller = peer is null ? null : services.GetRequiredService<AccessPolicy>().Authorize(peer);
+            using var slot = services.GetRequiredService<ConnectionLimits>().TryEnter(caller);
+            if (slot is null)
+            {
+                // Over its uid's max_connections_per_uid: told so in its own protocol (if it speaks within a few
+                // seconds), then closed.
+                var refusal = services.GetRequiredService<ConnectionLimits>().Refusal(caller!);
+                ApiLog.PeerOverLimit(services.GetRequiredService<ILoggerFactory>().CreateLogger<ConnectionLimits>(), peer!.Uid, peer.Pid, refusal.Message);
+                await RefuseAsync(connection, refusal, next, ends.Token).ConfigureAwait(false);
+                return;
+            }
+
             if (await IsHttpAsync(connection.Transport.Input, ends.Token).ConfigureAwait(false))
             {
                 await next(connection).ConfigureAwait(false);
                 return;
             }
 
-            var peer = PeerIdentity.Of(connection.Features);
-            var caller = peer is null ? null : services.GetRequiredService<AccessPolicy>().Authorize(peer);
             var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger<ProtocolSession>();
             if (caller is null)
             {
@@ -49,6 +60,25 @@ internal static class ProtocolRouting
             await session.RunAsync(ends.Token).ConfigureAwait(false);
         });
         return listen;
+    }
+
+    private static readonly TimeSpan RefusalWait = TimeSpan.FromSeconds(5);
+
+    private static async Task RefuseAsync(ConnectionContext connection, PeerLimitException refusal, ConnectionDelegate next, CancellationToken cancellationToken)
+    {
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        wait.CancelAfter(RefusalWait);
+        if (await IsHttpAsync(connection.Transport.Input, wait.Token).ConfigureAwait(false))
+        {
+            // The HTTP pipeline answers it with the problem (PeerAccess) and closes the connection.
+            connection.Features.Set(refusal);
+            await next(connection).ConfigureAwait(false);
+        }
+        else if (!wait.IsCancellationRequested)
+        {
+            var line = ProtocolMessages.Format(ProtocolAnswer.Error($"PermissionError({ProtocolMessages.Repr(refusal.Message)})"), ProtocolMode.Text);
+            await connection.Transport.Output.WriteAsync(System.Text.Encoding.UTF8.GetBytes(line), cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>Waits for enough of the first bytes to decide, and leaves them unread for whoever handles the connection.</summary>

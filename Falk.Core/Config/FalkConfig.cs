@@ -41,8 +41,24 @@ public sealed record DaemonOptions
     /// <summary>Machines alive at once, over all templates.</summary>
     public int MaxMachines { get; init; }
 
-    /// <summary>Machines one uid may have at once; null for no limit beyond <see cref="MaxMachines"/>.</summary>
+    /// <summary>
+    /// Machines one uid may have at once, admins included. When the config sets none, uids that are not admins may
+    /// have <see cref="DefaultMaxMachinesPerOwner"/> and admins are not limited beyond <see cref="MaxMachines"/>.
+    /// </summary>
     public int? MaxMachinesPerOwner { get; init; }
+
+    /// <summary>The per-owner limit of non-admins when the config sets none: three quarters of <see cref="MaxMachines"/>
+    /// (at least 1), so that one uid leaves room for others.</summary>
+    public int DefaultMaxMachinesPerOwner => Math.Max(1, MaxMachines * 3 / 4);
+
+    /// <summary>Snapshots one machine may have at once.</summary>
+    public int MaxSnapshotsPerMachine { get; init; } = 16;
+
+    /// <summary>Connections to the control socket one uid (not an admin) may hold open at once.</summary>
+    public int MaxConnectionsPerUid { get; init; } = 64;
+
+    /// <summary>Event streams (GET /v1/events) one uid (not an admin) may follow at once.</summary>
+    public int MaxEventStreamsPerUid { get; init; } = 8;
 
     /// <summary>Default of <see cref="ConsoleMaxBytes"/>: 16 MiB.</summary>
     public const long DefaultConsoleMaxBytes = 16L * 1024 * 1024;

@@ -46,7 +46,7 @@ public sealed class Admission
     /// least used section that has room in its own limits and whose management claim is free, in config order among
     /// equals. Throws when none has (the last section's refusal), holding nothing then.
     /// </summary>
-    internal AdmissionReservation Admit(IReadOnlyList<TemplateDefinition> candidates, int owner, bool manage, string machineId)
+    internal AdmissionReservation Admit(IReadOnlyList<TemplateDefinition> candidates, Caller owner, bool manage, string machineId)
     {
         lock (_lock)
         {
@@ -55,7 +55,7 @@ public sealed class Admission
     }
 
     /// <summary>Admits a machine of <paramref name="template"/> or throws; called under the lock.</summary>
-    private AdmissionReservation AdmitOne(TemplateDefinition template, int owner, bool manage, string machineId)
+    private AdmissionReservation AdmitOne(TemplateDefinition template, Caller caller, bool manage, string machineId)
     {
         var image = manage ? ClaimManagement(template, machineId, check: true) : null;
         if (_machineCount >= _config.Daemon.MaxMachines)
@@ -69,10 +69,11 @@ public sealed class Admission
             throw Refused(image, $"all {templateLimit} machines of template '{template.Id}' are in use (its max_machines)");
         }
 
+        var owner = caller.Uid;
         var ofOwner = _machinesByOwner.GetValueOrDefault(owner);
-        if (_config.Daemon.MaxMachinesPerOwner is { } ownerLimit && ofOwner >= ownerLimit && owner != Caller.Daemon.Uid)
+        if (OwnerLimit(caller) is { } ownerLimit && ofOwner >= ownerLimit)
         {
-            throw Refused(image, $"uid {owner} already has {ofOwner} machines (max_machines_per_owner)");
+            throw Refused(image, $"uid {owner} already has {ofOwner} machines (max_machines_per_owner: {ownerLimit})");
         }
 
         int port;
@@ -92,6 +93,11 @@ public sealed class Admission
 
         return Count(template, owner, port, image, machineId);
     }
+
+    /// <summary>How many machines <paramref name="caller"/> may have: the configured limit, else the default for non-admins.</summary>
+    private int? OwnerLimit(Caller caller) =>
+        caller == Caller.Daemon ? null
+        : _config.Daemon.MaxMachinesPerOwner ?? (caller.IsAdmin ? null : _config.Daemon.DefaultMaxMachinesPerOwner);
 
     /// <summary>Admits a machine taken back after a restart with the port it had, whatever the limits say now.</summary>
     internal AdmissionReservation Readmit(TemplateDefinition template, int owner, bool manage, string machineId, int port)

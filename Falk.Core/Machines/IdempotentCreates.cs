@@ -22,6 +22,8 @@ public sealed class IdempotentCreates
     }
 
     /// <summary>The machine made under the key, or a new one from <paramref name="create"/>.</summary>
+    /// <param name="create">Makes the machine; it must not depend on the caller's token, so that it finishes (and
+    /// stays under the key) when the client that started it goes away before the answer.</param>
     /// <param name="current">The machine's view now, or null when it is gone.</param>
     internal async Task<MachineView> GetOrCreateAsync(Caller caller, string key, Func<Task<MachineView>> create,
         Func<string, MachineView?> current, CancellationToken cancellationToken)
@@ -30,28 +32,42 @@ public sealed class IdempotentCreates
         var slot = (caller.Uid, key);
         while (true)
         {
-            var attempt = new Lazy<Task<MachineView>>(create);
+            Lazy<Task<MachineView>>? attempt = null;
+            attempt = new Lazy<Task<MachineView>>(() => CreateOrForgetAsync(slot, attempt!, create));
             var winner = _creates.GetOrAdd(slot, attempt);
+            MachineView made;
             try
             {
-                var made = await winner.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
-                if (current(made.Id) is { } view)
-                {
-                    return view;
-                }
+                // Only this request's wait ends with its token: the create goes on, and a retry finds it.
+                made = await winner.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (Exception) when (!ReferenceEquals(winner, attempt) && !cancellationToken.IsCancellationRequested)
             {
-                // Another request's create under this key failed; try afresh below.
-            }
-            catch
-            {
-                _creates.TryRemove(new KeyValuePair<(int, string), Lazy<Task<MachineView>>>(slot, attempt));
-                throw;
+                // Another request's create under this key failed (and freed the key): try afresh.
+                continue;
             }
 
-            // The machine made under this key is gone (or its create failed): the key is free again.
+            if (current(made.Id) is { } view)
+            {
+                return view;
+            }
+
+            // The machine made under this key is gone: the key is free again.
             _creates.TryRemove(new KeyValuePair<(int, string), Lazy<Task<MachineView>>>(slot, winner));
+        }
+    }
+
+    /// <summary>Runs the create; a create that fails frees its key before anyone sees the failure.</summary>
+    private async Task<MachineView> CreateOrForgetAsync((int Owner, string Key) slot, Lazy<Task<MachineView>> entry, Func<Task<MachineView>> create)
+    {
+        try
+        {
+            return await create().ConfigureAwait(false);
+        }
+        catch
+        {
+            _creates.TryRemove(new KeyValuePair<(int, string), Lazy<Task<MachineView>>>(slot, entry));
+            throw;
         }
     }
 

@@ -4,7 +4,9 @@ using Microsoft.Extensions.Logging;
 namespace Falk.Core.Machines;
 
 /// <summary>
-/// Destroys machines whose lease ran out, once a second, so none outlives its lease by more than a few seconds.
+/// Destroys machines whose lease ran out, once a second, so none outlives its lease by more than a few seconds. A
+/// round begins the destroys and does not wait for them: a slow delete (a cleanup command that takes its time)
+/// holds up no other machine's expiry, and the next round runs on time.
 /// A round that fails is logged and the next one runs; should the loop itself break, the daemon stops with a failure
 /// status (<see cref="DaemonFaults"/>) so that its supervisor restarts it, rather than running on with no lease enforced.
 /// </summary>
@@ -21,7 +23,7 @@ public sealed class LeaseReaper(MachineLeases leases, DaemonFaults faults, TimeP
             {
                 try
                 {
-                    await leases.DestroyExpiredAsync(stoppingToken).ConfigureAwait(false);
+                    leases.BeginExpired();
                 }
                 catch (Exception e) when (!stoppingToken.IsCancellationRequested)
                 {

@@ -12,18 +12,12 @@ public sealed class MachineDestruction(MachineTable table, MachineTransitions tr
     /// <summary>Destroys the machine; a second destroy while one runs waits for it.</summary>
     internal async Task DestroyAsync(Machine machine, CancellationToken cancellationToken)
     {
-        TaskCompletionSource? ongoing = null;
+        TaskCompletionSource? ongoing;
         var deletion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (machine.Sync)
         {
-            if (machine.Deletion is not null)
-            {
-                ongoing = machine.Deletion;
-            }
-            else
-            {
-                machine.Deletion = deletion;
-            }
+            ongoing = machine.Deletion;
+            machine.Deletion ??= deletion;
         }
 
         if (ongoing is not null)
@@ -32,6 +26,44 @@ public sealed class MachineDestruction(MachineTable table, MachineTransitions tr
             return;
         }
 
+        await RunAsync(machine, deletion).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Begins destroying the machine when no destroy runs yet and <paramref name="condition"/> holds, both decided
+    /// under the machine's lock, where a lease renewal is decided too: of a renewal and this claim, exactly one wins.
+    /// Returns the destroy, running on its own (it never throws: a failure is logged and leaves the machine failed),
+    /// or null when the machine was not claimed.
+    /// </summary>
+    internal Task? TryBegin(Machine machine, Func<Machine, bool> condition)
+    {
+        var deletion = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (machine.Sync)
+        {
+            if (machine.Deletion is not null || !condition(machine))
+            {
+                return null;
+            }
+
+            machine.Deletion = deletion;
+        }
+
+        return Task.Run(async () =>
+        {
+            try
+            {
+                await RunAsync(machine, deletion).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // Logged by RunAsync; the machine stays failed with its record, for a later try.
+            }
+        });
+    }
+
+    /// <summary>The destroy itself, once <paramref name="deletion"/> is the machine's.</summary>
+    private async Task RunAsync(Machine machine, TaskCompletionSource deletion)
+    {
         // Cancel every wait on the machine, then wait for a running job to let go.
         await machine.Lifetime.CancelAsync().ConfigureAwait(false);
         using (await MachineJobs.BeginAsync(machine, JobKind.Destroy, CancellationToken.None).ConfigureAwait(false))

@@ -114,3 +114,30 @@ public sealed class SnapshotExistsException(string machineId, string snapshot)
 {
     public override string Title => "Snapshot exists";
 }
+
+/// <summary>A machine has as many snapshots as <c>max_snapshots_per_machine</c> allows.</summary>
+public sealed class SnapshotLimitException(string machineId, int limit)
+    : FalkException("snapshot-limit", $"machine {machineId} already has {limit} snapshots (max_snapshots_per_machine): delete one first")
+{
+    public override string Title => "Too many snapshots";
+    public override IReadOnlyDictionary<string, object?> Details => new Dictionary<string, object?> { ["machine_id"] = machineId, ["limit"] = limit };
+}
+
+/// <summary>
+/// A uid holds as many connections or event streams as its limit allows (<c>max_connections_per_uid</c>,
+/// <c>max_event_streams_per_uid</c>); other uids are not affected.
+/// </summary>
+public sealed class PeerLimitException(string code, string message, int limit)
+    : FalkException(code, message)
+{
+    public int Limit { get; } = limit;
+    public override string Title => "Too many at once for this user";
+    public override IReadOnlyDictionary<string, object?> Details => new Dictionary<string, object?> { ["limit"] = Limit };
+}
+
+/// <summary>The disk that holds <c>state_dir</c> is full: what was asked was not done, and nothing changed.</summary>
+public sealed class StorageFullException(string message, Exception? inner = null)
+    : FalkException("storage-full", message, inner)
+{
+    public override string Title => "Storage full";
+}

@@ -2,8 +2,11 @@ using Microsoft.Extensions.Logging;
 
 namespace Falk.Core.Machines;
 
-/// <summary>What a machine's disk can become: snapshots (taken, listed, restored, deleted) and a management commit.</summary>
-public sealed class MachineImages(MachineJobs jobs, MachineTransitions transitions, MachineEvents events, ILogger<MachineService> logger)
+/// <summary>
+/// What a machine's disk can become: snapshots (taken, listed, restored, deleted; at most
+/// <c>max_snapshots_per_machine</c> at once) and a management commit.
+/// </summary>
+public sealed class MachineImages(Config.FalkConfig config, MachineJobs jobs, MachineTransitions transitions, MachineEvents events, ILogger<MachineService> logger)
 {
     internal Task<SnapshotInfo> CreateSnapshotAsync(Machine machine, string name, CancellationToken cancellationToken) =>
         WithSnapshotsAsync(machine, "take snapshots", name, async (snapshots, token) =>
@@ -12,6 +15,11 @@ public sealed class MachineImages(MachineJobs jobs, MachineTransitions transitio
             if (existing.Any(s => s.Name == name))
             {
                 throw new SnapshotExistsException(machine.Id, name);
+            }
+
+            if (existing.Count >= config.Daemon.MaxSnapshotsPerMachine)
+            {
+                throw new SnapshotLimitException(machine.Id, config.Daemon.MaxSnapshotsPerMachine);
             }
 
             var snapshot = await snapshots.CreateSnapshotAsync(name, token).ConfigureAwait(false);

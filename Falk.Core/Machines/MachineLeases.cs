@@ -29,31 +29,61 @@ public sealed class MachineLeases(FalkConfig config, MachineTable table, Machine
         lock (machine.Sync)
         {
             MachineJobs.ThrowIfDeleting(machine);
+            var before = machine.LeaseExpiresAt;
             machine.LeaseExpiresAt = expiresAt = time.GetUtcNow() + lease;
+            try
+            {
+                transitions.Save(machine);
+            }
+            catch
+            {
+                // Not recorded, not renewed: a restart would go by the record.
+                machine.LeaseExpiresAt = before;
+                throw;
+            }
+
             machine.LeaseExpiryReported = false;
-            transitions.Save(machine);
         }
 
         events.Publish(MachineEventTypes.LeaseRenewed, machine, detail: expiresAt.ToString("O", CultureInfo.InvariantCulture));
         return machine.View();
     }
 
-    /// <summary>Destroys, through the same path as DELETE, every machine whose lease has run out. Returns how many.</summary>
-    public async Task<int> DestroyExpiredAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Begins destroying, through the same path as DELETE, every machine whose lease has run out, and returns the
+    /// destroys begun without waiting for them, so that one slow delete holds up no other machine's expiry. Whether a
+    /// lease is over is decided under the machine's lock (<see cref="MachineDestruction.TryBegin"/>): a renewal
+    /// answered before that is honoured, one after it answers 404.
+    /// </summary>
+    public IReadOnlyList<Task> BeginExpired()
     {
         var now = time.GetUtcNow();
-        var expired = table.All.Where(m => m.View().LeaseExpiresAt <= now && !m.IsBeingDeleted).ToList();
-        foreach (var machine in expired)
+        var begun = new List<Task>();
+        foreach (var machine in table.All)
         {
+            if (destruction.TryBegin(machine, m => m.LeaseExpiresAt <= now) is not { } destroy)
+            {
+                continue;
+            }
+
             if (!machine.LeaseExpiryReported)
             {
                 machine.LeaseExpiryReported = true;
                 MachineLog.LeaseExpired(logger, machine.Id, machine.View().LeaseExpiresAt);
                 events.Publish(MachineEventTypes.LeaseExpired, machine);
             }
+
+            begun.Add(destroy);
         }
 
-        await destruction.DestroyAllAsync(expired, cancellationToken).ConfigureAwait(false);
-        return expired.Count;
+        return begun;
+    }
+
+    /// <summary>Destroys every machine whose lease has run out and waits until they are gone (or failed). Returns how many.</summary>
+    public async Task<int> DestroyExpiredAsync(CancellationToken cancellationToken)
+    {
+        var begun = BeginExpired();
+        await Task.WhenAll(begun).WaitAsync(cancellationToken).ConfigureAwait(false);
+        return begun.Count;
     }
 }

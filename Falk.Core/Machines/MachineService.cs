@@ -38,6 +38,7 @@ public sealed class MachineService(
 
     private readonly Dictionary<string, IMachineBackend> _backends = backends.ToDictionary(b => b.Type, StringComparer.Ordinal);
     private readonly TemplatePool _pool = new(config.Templates);
+    private readonly PerUidSlots _eventStreams = new(config.Daemon.MaxEventStreamsPerUid);
 
     public IReadOnlyList<TemplateDefinition> Templates => config.Templates;
 
@@ -77,7 +78,7 @@ public sealed class MachineService(
         }
 
         var id = Names.NewMachineId();
-        var reservation = admission.Admit(candidates, caller.Uid, request.Manage, id);
+        var reservation = admission.Admit(candidates, caller, request.Manage, id);
         template = reservation.Template;
         var backend = _backends[template.Type];
         var spec = MachineSpecs.Of(config, id, template, request.Manage, reservation.Port, caller.Uid, request.Labels);
@@ -97,6 +98,11 @@ public sealed class MachineService(
             MachineDestruction.RemoveWorkDirectory(spec.WorkDirectory);
             store.Delete(id);
             MachineLog.PrepareFailed(logger, template.Name, e);
+            if (DiskFull.Is(e))
+            {
+                throw new StorageFullException($"no machine was made: the disk of state_dir ({config.Daemon.StateDirectory}) is full", e);
+            }
+
             throw;
         }
 
@@ -130,7 +136,7 @@ public sealed class MachineService(
                 throw new MachineStateConflictException(id, machine.State, "boot", $"machine {id} is {machine.State.ToWire()}: only a prepared or stopped machine can boot");
             }
 
-            transitions.To(machine, MachineState.Booting, lastError: null);
+            transitions.ToOrUndo(machine, MachineState.Booting, lastError: null);
             boot = CancellationTokenSource.CreateLinkedTokenSource(machine.Lifetime.Token);
             machine.BootCancellation = boot;
         }
@@ -299,7 +305,7 @@ public sealed class MachineService(
                 throw new MachineStateConflictException(id, machine.State, "stop", $"machine {id} is {machine.State.ToWire()}: only a booting or running machine can stop");
             }
 
-            transitions.To(machine, MachineState.Stopping);
+            transitions.ToOrUndo(machine, MachineState.Stopping, machine.LastError);
             machine.BootCancellation?.Cancel();
         }
 
@@ -322,6 +328,16 @@ public sealed class MachineService(
 
     /// <summary>Sets the machine's lease to end <paramref name="seconds"/> from now.</summary>
     public MachineView RenewLease(string id, Caller caller, int seconds) => leases.Renew(table.Find(id, caller), seconds);
+
+    /// <summary>
+    /// A place among the event streams the caller follows, held until disposed: admins are not counted, anyone else
+    /// may follow max_event_streams_per_uid at once.
+    /// </summary>
+    public IDisposable HoldEventStream(Caller caller) =>
+        caller.IsAdmin
+            ? PerUidSlots.Uncounted
+            : _eventStreams.TryTake(caller.Uid) ?? throw new PeerLimitException("too-many-event-streams",
+                $"uid {caller.Uid} already follows {_eventStreams.Limit} event streams (max_event_streams_per_uid): close one first", _eventStreams.Limit);
 
     /// <summary>Events the caller may see: its own machines', or all for admins.</summary>
     public IAsyncEnumerable<MachineEvent> SubscribeAsync(Caller caller, long? afterId, CancellationToken cancellationToken) =>

@@ -31,6 +31,31 @@ public sealed class MachineTransitions(MachineStore store, MachineEvents events,
         }
     }
 
+    /// <summary>
+    /// Moves to <paramref name="state"/> as <see cref="To(Machine, MachineState, string?)"/> does, for a change that a
+    /// request asks for: when the record cannot be saved (a full disk), the machine stays as it was and the request fails.
+    /// </summary>
+    internal void ToOrUndo(Machine machine, MachineState state, string? lastError)
+    {
+        lock (machine.Sync)
+        {
+            var (before, errorBefore, changedBefore) = (machine.State, machine.LastError, machine.StateChangedAt);
+            machine.SetState(state, lastError, time.GetUtcNow());
+            try
+            {
+                Save(machine);
+            }
+            catch
+            {
+                machine.SetState(before, errorBefore, changedBefore);
+                throw;
+            }
+
+            MachineLog.StateChanged(logger, machine.Id, state.ToWire());
+            events.Publish(state.ToWire(), machine, state, state == MachineState.Failed ? lastError : null);
+        }
+    }
+
     /// <summary>Moves to <paramref name="state"/> only from <paramref name="from"/> and while no delete runs. Returns whether it did.</summary>
     internal bool TryTo(Machine machine, Func<MachineState, bool> from, MachineState state, string? lastError)
     {

@@ -165,7 +165,7 @@ public sealed class LxdDaemon : IAsyncDisposable
     /// <summary>The daemon's instance id: the <c>user.falk.instance</c> of what it makes.</summary>
     public string Instance { get; }
 
-    public static async Task<LxdDaemon> StartAsync(LxdHost host, CancellationToken cancellationToken, string templates = "", int ports = 10, string onShutdown = "destroy")
+    public static async Task<LxdDaemon> StartAsync(LxdHost host, CancellationToken cancellationToken, string templates = "", int ports = 10, string onShutdown = "destroy", string daemonExtra = "")
     {
         var daemon = await FalkDaemon.StartAsync($"""
             [sshd]
@@ -175,7 +175,7 @@ public sealed class LxdDaemon : IAsyncDisposable
             ssh_host = 127.0.0.1
 
             {templates}
-            """, cancellationToken, daemonExtra: $"lxd_socket = {LxdCli.SocketPath}", ports: ports, onShutdown: onShutdown);
+            """, cancellationToken, daemonExtra: $"lxd_socket = {LxdCli.SocketPath}\n{daemonExtra}", ports: ports, onShutdown: onShutdown);
         var instance = new Falk.Core.Config.DaemonOptions { StateDirectory = daemon.Directory.File("state") }.InstanceId;
         return new LxdDaemon(daemon, instance);
     }

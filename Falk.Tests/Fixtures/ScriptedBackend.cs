@@ -25,6 +25,9 @@ public sealed class ScriptedBackend : IMachineBackend
 
     public bool FailPrepare { get; set; }
 
+    /// <summary>What a machine's cleanup waits for, by machine id: a slow delete.</summary>
+    public Func<string, Task> CleanupGate { get; set; } = _ => Task.CompletedTask;
+
     /// <summary>Machines to hand back on reattach, by id, with whether they run.</summary>
     public Dictionary<string, bool> Alive { get; } = new(StringComparer.Ordinal);
 
@@ -137,7 +140,7 @@ public sealed class ScriptedInstance(ScriptedBackend backend, MachineSpec spec) 
     public Task CleanupAsync(CancellationToken cancellationToken)
     {
         CleanedUp++;
-        return Task.CompletedTask;
+        return backend.CleanupGate(Spec.MachineId);
     }
 
     public string OutputTail() => "tail";

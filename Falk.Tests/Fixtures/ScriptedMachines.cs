@@ -28,6 +28,7 @@ public sealed class ScriptedMachines : IAsyncDisposable
         services.AddSingleton(sp => new SshReadiness(probe, TimeProvider.System));
         services.AddSingleton(new PortAllocator(config.Daemon.VmPorts, _ => true));
         services.AddSingleton(typeof(ILogger<>), typeof(NullLogger<>));
+        services.AddSingleton<Microsoft.Extensions.Hosting.IHostApplicationLifetime, Microsoft.Extensions.Hosting.Internal.ApplicationLifetime>();
         services.AddFalkMachines();
         _provider = services.BuildServiceProvider();
     }
@@ -39,6 +40,9 @@ public sealed class ScriptedMachines : IAsyncDisposable
     public MachineLeases Leases => _provider.GetRequiredService<MachineLeases>();
 
     public MachineRecovery Recovery => _provider.GetRequiredService<MachineRecovery>();
+
+    /// <summary>The lease reaper, not started: a test starts it and moves the clock.</summary>
+    public LeaseReaper Reaper => _provider.GetServices<Microsoft.Extensions.Hosting.IHostedService>().OfType<LeaseReaper>().Single();
 
     /// <summary>The daemon's shutdown: <c>on_shutdown</c> applies. Only the first call does anything.</summary>
     public async Task StopAsync()

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Falk.Core.Config;
 using Falk.Core.Machines;
+using Falk.Core.Waiting;
 using Falk.Tests.Fixtures;
 using Microsoft.Extensions.Time.Testing;
 
@@ -60,6 +61,79 @@ public sealed class LeaseAndRecoveryTests : IAsyncDisposable
         daemon.Service.List(Alice).Should().ContainSingle().Which.Id.Should().Be(renewed.Id);
         _backend.Instances.Single(i => i.Spec.MachineId == forgotten.Id).CleanedUp.Should().Be(1);
         daemon.Store.All().Should().ContainSingle().Which.Id.Should().Be(renewed.Id);
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_slow_delete_holds_up_no_other_machines_expiry_and_a_renewal_meanwhile_is_honoured()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var daemon = Start();
+        var slow = await CreateAsync(daemon, ct, lease: 10);
+        var quick = await CreateAsync(daemon, ct, lease: 20);
+        var renewed = await CreateAsync(daemon, ct, lease: 20);
+        var slowCleanup = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _backend.CleanupGate = id =>
+        {
+            if (id != slow.Id)
+            {
+                return Task.CompletedTask;
+            }
+
+            slowCleanup.TrySetResult();
+            return release.Task;
+        };
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var destroyed = FirstDestroyedAsync(daemon, stop.Token);
+        await daemon.Reaper.StartAsync(ct);
+        try
+        {
+            // The slow machine's lease runs out: its delete begins and hangs in its cleanup.
+            await StepClockUntilAsync(slowCleanup.Task, ct);
+
+            // While it hangs, a renewal is answered and kept, and the next lease to run out is enforced all the same.
+            daemon.Service.RenewLease(renewed.Id, Alice, 60);
+            await StepClockUntilAsync(destroyed, ct);
+            (await destroyed).Should().Be(quick.Id, "the slow delete still hangs");
+            daemon.Service.List(Alice).Select(m => m.Id).Should().BeEquivalentTo([slow.Id, renewed.Id]);
+
+            release.TrySetResult();
+            await Wait.UntilAsync(
+                _ => Task.FromResult(daemon.Service.List(Alice).Count == 1 ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>("slow machine still listed")),
+                TimeSpan.FromMilliseconds(10), TimeSpan.FromSeconds(5), "the slow delete to finish", ct);
+            daemon.Service.List(Alice).Should().ContainSingle().Which.Id.Should().Be(renewed.Id);
+        }
+        finally
+        {
+            release.TrySetResult();
+            await stop.CancelAsync();
+            await daemon.Reaper.StopAsync(CancellationToken.None);
+        }
+    }
+
+    /// <summary>Moves the clock a second at a time (the reaper's round) until <paramref name="done"/> completes, for at most a minute of it.</summary>
+    private async Task StepClockUntilAsync(Task done, CancellationToken ct)
+    {
+        for (var second = 0; second < 60 && !done.IsCompleted; second++)
+        {
+            _time.Advance(TimeSpan.FromSeconds(1));
+            await Task.WhenAny(done, Task.Delay(TimeSpan.FromMilliseconds(100), ct));
+        }
+
+        await done.WaitAsync(TimeSpan.FromSeconds(1), ct);
+    }
+
+    private static async Task<string> FirstDestroyedAsync(ScriptedMachines daemon, CancellationToken ct)
+    {
+        await foreach (var item in daemon.Service.SubscribeAsync(Admin, null, ct))
+        {
+            if (item.Type == MachineEventTypes.Destroyed)
+            {
+                return item.MachineId;
+            }
+        }
+
+        throw new InvalidOperationException("the event stream ended");
     }
 
     [Fact(Timeout = 10_000)]

@@ -119,6 +119,35 @@ public sealed class MachineServiceTests : IAsyncDisposable
     }
 
     [Fact(Timeout = 10_000)]
+    public async Task A_uid_that_is_not_an_admin_gets_three_quarters_of_the_machines_by_default_and_leaves_room_for_others()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await CreateAsync(ct);
+        await CreateAsync(ct);
+
+        (await FluentActions.Awaiting(() => CreateAsync(ct)).Should().ThrowAsync<CapacityExhaustedException>())
+            .Which.Message.Should().Contain("max_machines_per_owner: 2");
+        (await CreateAsync(ct, Bob)).OwnerUid.Should().Be(Bob.Uid, "the last of max_machines = 3 is left for another uid");
+    }
+
+    [Fact(Timeout = 10_000)]
+    public async Task A_machine_has_at_most_max_snapshots_per_machine_and_one_more_is_a_clear_conflict()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var machine = await CreateAsync(ct);
+        for (var i = 0; i < 16; i++)
+        {
+            await _service.CreateSnapshotAsync(machine.Id, Alice, $"s{i}", ct);
+        }
+
+        (await FluentActions.Awaiting(() => _service.CreateSnapshotAsync(machine.Id, Alice, "one-too-many", ct)).Should().ThrowAsync<SnapshotLimitException>())
+            .Which.Message.Should().Contain("16 snapshots (max_snapshots_per_machine)");
+        (await _service.ListSnapshotsAsync(machine.Id, Alice, ct)).Should().HaveCount(16);
+        await _service.DeleteSnapshotAsync(machine.Id, Alice, "s0", ct);
+        await _service.CreateSnapshotAsync(machine.Id, Alice, "room-again", ct);
+    }
+
+    [Fact(Timeout = 10_000)]
     public async Task An_idempotency_key_is_forgotten_when_its_machine_is_destroyed()
     {
         var ct = TestContext.Current.CancellationToken;
@@ -190,9 +219,9 @@ public sealed class MachineServiceTests : IAsyncDisposable
         var ct = TestContext.Current.CancellationToken;
         await CreateAsync(ct);
         await CreateAsync(ct);
-        await CreateAsync(ct);
+        await CreateAsync(ct, Bob);
 
-        (await FluentActions.Awaiting(() => CreateAsync(ct)).Should().ThrowAsync<CapacityExhaustedException>()).Which.RetryAfter.Should().BePositive();
+        (await FluentActions.Awaiting(() => CreateAsync(ct, Bob)).Should().ThrowAsync<CapacityExhaustedException>()).Which.RetryAfter.Should().BePositive();
     }
 
     [Fact(Timeout = 10_000)]

@@ -258,7 +258,19 @@ public sealed class LxdClient : IDisposable
                 ?? throw new LxdApiException(what, response.StatusCode, "an asynchronous answer without an operation");
         }
 
-        var finished = await SyncAsync(HttpMethod.Get, operation + "/wait?timeout=-1", null, what, cancellationToken).ConfigureAwait(false);
+        JsonElement finished;
+        try
+        {
+            finished = await SyncAsync(HttpMethod.Get, operation + "/wait?timeout=-1", null, what, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The operation goes on inside LXD whether Falk waits or not: let it end before giving up, so that what
+            // comes next (a delete that overtook a snapshot) does not race it.
+            await WaitOutAsync(operation, what).ConfigureAwait(false);
+            throw;
+        }
+
         var status = finished.TryGetProperty("status_code", out var code) ? code.GetInt32() : 0;
         if (status != 200)
         {
@@ -268,6 +280,22 @@ public sealed class LxdClient : IDisposable
         }
 
         return finished;
+    }
+
+    /// <summary>How long an operation whose caller gave up is still waited for.</summary>
+    private static readonly TimeSpan AbandonedOperationWait = TimeSpan.FromMinutes(5);
+
+    private async Task WaitOutAsync(string operation, string what)
+    {
+        using var bounded = new CancellationTokenSource(AbandonedOperationWait);
+        try
+        {
+            await SyncAsync(HttpMethod.Get, operation + "/wait?timeout=-1", null, what, bounded.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is OperationCanceledException or LxdApiException or BackendUnavailableException)
+        {
+            // It ended badly, or not in time, or the daemon went away: nothing more to wait for.
+        }
     }
 
     private async Task<HttpResponseMessage> SendAsync(HttpMethod method, string path, JsonObject? body, string what, CancellationToken cancellationToken)

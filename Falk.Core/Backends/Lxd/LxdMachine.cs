@@ -190,22 +190,24 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
             }
 
             var part = await _client.ConsoleLogAsync(Name, cancellationToken).ConfigureAwait(false);
-            var file = new FileStream(_spec.ConsoleLogPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
-            await using (file.ConfigureAwait(false))
+            var skip = 0;
+            if (stopped && part.Length > 0 && File.Exists(_spec.ConsoleLogPath))
             {
-                var skip = 0;
-                if (stopped && part.Length > 0)
+                // A stopped instance's log may repeat what was already handed out while it ran.
+                var file = new FileStream(_spec.ConsoleLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                await using (file.ConfigureAwait(false))
                 {
-                    // A stopped instance's log may repeat what was already handed out while it ran.
                     var tail = new byte[Math.Min(file.Length, part.Length)];
                     file.Seek(-tail.Length, SeekOrigin.End);
                     await file.ReadExactlyAsync(tail, cancellationToken).ConfigureAwait(false);
                     skip = Overlap(tail, part);
                 }
-
-                file.Seek(0, SeekOrigin.End);
-                await file.WriteAsync(part.AsMemory(skip), cancellationToken).ConfigureAwait(false);
             }
+
+            // LXD keeps at most its ring buffer (lxc.console.size = auto) and hands each part out once; the parts
+            // collected here are kept within console_max_bytes, the newest output kept.
+            using var log = new ConsoleLogWriter(_spec.ConsoleLogPath, _spec.ConsoleMaxBytes);
+            log.Write(part.AsSpan(skip));
 
             _tailTaken |= stopped;
         }

@@ -88,6 +88,31 @@ public sealed class LxdLifecycleTests(LxdHost lxd)
         }
     }
 
+    [Fact(Timeout = 240_000)]
+    public async Task The_console_collected_from_LXD_stays_within_console_max_bytes_and_keeps_the_newest_output()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var falk = await LxdDaemon.StartAsync(lxd, ct, daemonExtra: "console_max_bytes = 1048576");
+        var id = (await falk.Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>();
+        await falk.Client.BootAsync(id, ct);
+        var log = Path.Combine(falk.Daemon.Directory.File("state"), "machines", id, "console.log");
+
+        // LXD keeps at most its ring buffer between reads and hands each part out once; each read adds ~120 kB here.
+        for (var round = 0; round < 12; round++)
+        {
+            await LxdCli.RunAsync(["exec", id, "--", "sh", "-c", $"head -c 120000 /dev/zero | tr '\\0' x >/dev/console; echo MARK-{round} >/dev/console"], ct);
+            await Wait.UntilAsync(
+                async token => (await falk.Client.GetStringAsync($"v1/machines/{id}/console", token)).Contains($"MARK-{round}", StringComparison.Ordinal)
+                    ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>($"MARK-{round} not collected yet"),
+                TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(20), $"round {round} in the console", ct);
+        }
+
+        new FileInfo(log).Length.Should().BeLessThanOrEqualTo(512 * 1024);
+        new FileInfo(Falk.Core.Backends.ConsoleLog.RotatedPath(log)).Length.Should().BeLessThanOrEqualTo(512 * 1024);
+        var console = await falk.Client.GetStringAsync($"v1/machines/{id}/console", ct);
+        console.Should().Contain("MARK-11", "the newest output is kept").And.NotContain("MARK-0", "the oldest made room");
+    }
+
     [Fact(Timeout = 180_000)]
     public async Task A_restored_snapshot_no_longer_has_a_file_written_after_it_and_the_machine_keeps_running_on_its_port()
     {
@@ -237,6 +262,56 @@ public sealed class LxdLifecycleTests(LxdHost lxd)
 
     private Task<string> SshAsync(JsonNode machine, string command, CancellationToken ct) =>
         MachineSsh.RunAsync(machine, LxdHost.User, lxd.ClientKeyPath, command, ct);
+
+    [Fact(Timeout = 300_000)]
+    public async Task A_delete_during_a_commit_wins_the_commit_answers_not_found_and_no_image_or_instance_is_left()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var falk = await LxdDaemon.StartAsync(lxd, ct);
+        var manageId = await CreateManagedAsync(falk, ct);
+        var commit = falk.Client.PostJsonAsync($"v1/machines/{manageId}/commit", new { timeout_seconds = 10 }, ct);
+        await Wait.UntilAsync(
+            async token => (await RunningOperationsAsync(token)).Count > 0
+                ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>("no LXD operation running yet"),
+            TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(60), "LXD to publish the machine", ct);
+
+        await falk.Client.DeleteMachineAsync(manageId, ct);
+
+        using (var answer = await commit)
+        {
+            await answer.ShouldBeProblemAsync(HttpStatusCode.NotFound, "machine-not-found", ct);
+        }
+
+        (await RunningOperationsAsync(ct)).Should().BeEmpty("the delete waited for LXD's publish to end");
+        (await falk.InstancesAsync(ct)).Should().BeEmpty();
+        (await LxdCli.ImagesAsync(falk.Instance, ct)).Should().BeEmpty("the image the overtaken commit made is not left behind");
+    }
+
+    [Fact(Timeout = 300_000)]
+    public async Task A_delete_during_a_snapshot_wins_the_snapshot_answers_not_found_and_no_instance_is_left()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var falk = await LxdDaemon.StartAsync(lxd, ct);
+        var id = (await falk.Client.BootAsync((await falk.Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>(), ct))["id"]!.GetValue<string>();
+        var snapshot = falk.Client.PostJsonAsync($"v1/machines/{id}/snapshots", new { name = "overtaken" }, ct);
+        await Wait.UntilAsync(
+            async token => (await RunningOperationsAsync(token)).Count > 0 ? ProbeOutcome.Done(true) : ProbeOutcome.NotYet<bool>("no LXD operation running yet"),
+            TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(60), "LXD to snapshot the machine", ct);
+
+        await falk.Client.DeleteMachineAsync(id, ct);
+
+        using (var answer = await snapshot)
+        {
+            await answer.ShouldBeProblemAsync(HttpStatusCode.NotFound, "machine-not-found", ct);
+        }
+
+        (await falk.InstancesAsync(ct)).Should().BeEmpty("the instance goes, and the snapshot with it");
+        (await RunningOperationsAsync(ct)).Should().BeEmpty();
+    }
+
+    private static async Task<IReadOnlyList<string>> RunningOperationsAsync(CancellationToken ct) =>
+        (await LxdCli.QueryAsync("/1.0/operations?recursion=1", ct))["running"]?.AsArray()
+            .Select(o => o!["description"]!.GetValue<string>()).ToList() ?? [];
 
     private static async Task<string> CreateManagedAsync(LxdDaemon falk, CancellationToken ct)
     {
