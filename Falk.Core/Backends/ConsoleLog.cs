@@ -110,9 +110,11 @@ public sealed class ConsoleLogWriter(string path, long maxBytes) : IDisposable
     private readonly long _fileMax = Math.Max(1, maxBytes / 2);
     private FileStream? _file;
 
-    public void WriteLine(string line)
+    public void WriteLine(string line) => Write(Encoding.UTF8.GetBytes(line + "\n"));
+
+    /// <summary>Writes output as it came, cut anywhere (a serial port's bytes); of more than the cap only the end is kept.</summary>
+    public void Write(ReadOnlySpan<byte> bytes)
     {
-        var bytes = Encoding.UTF8.GetBytes(line + "\n");
         if (bytes.Length > _fileMax)
         {
             bytes = bytes[^(int)_fileMax..];

@@ -21,6 +21,9 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
 {
     private readonly ConcurrentDictionary<string, QemuImageVersions> _versions = new(StringComparer.Ordinal);
     private readonly QemuImg _qemuImg = new(runner);
+    private readonly QemuConfinement _confinement = new(
+        (config.Daemon.BackendOptions.GetValueOrDefault(QemuTemplateOptions.Descriptor.Type) as QemuDaemonOptions ?? QemuDaemonOptions.OwnUser).Account,
+        config.Daemon.StateDirectory);
 
     public string Type => QemuTemplateOptions.Descriptor.Type;
 
@@ -61,7 +64,7 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
         }
 
         QemuLog.OverlayCreated(logger, spec.MachineId, overlay, backing);
-        return new QemuMachine(spec, options, overlay, backing, versions, _qemuImg, runner, logger);
+        return new QemuMachine(spec, options, overlay, backing, versions, _qemuImg, runner, logger, _confinement);
     }
 
     public async Task<ReattachedMachine?> ReattachAsync(MachineSpec spec, string? handle, MachineState? recordedState, CancellationToken cancellationToken)
@@ -72,7 +75,7 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
         if (recordedState is not null && recorded?.Backing is { } backing)
         {
             var versions = Versions(options.BaseImage);
-            var machine = new QemuMachine(spec, options, overlay, backing, versions, _qemuImg, runner, logger);
+            var machine = new QemuMachine(spec, options, overlay, backing, versions, _qemuImg, runner, logger, _confinement);
             if (recorded is { Pid: { } pid, StartTime: { } startTime } && await machine.AdoptAsync(pid, startTime, cancellationToken).ConfigureAwait(false))
             {
                 await KillStraysAsync(spec, except: pid, cancellationToken).ConfigureAwait(false);
@@ -92,9 +95,14 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
         // used for it, so none is released here; versions nobody uses any more go once every machine is taken back.
         await KillStraysAsync(spec, except: null, cancellationToken).ConfigureAwait(false);
         var paths = new QemuMachinePaths(spec.WorkDirectory, spec.ConsoleLogPath);
-        foreach (var path in new[] { overlay, paths.QmpSocket, paths.PidFile }.Where(File.Exists))
+        if (File.Exists(overlay))
         {
-            File.Delete(path);
+            File.Delete(overlay);
+        }
+
+        if (Directory.Exists(paths.QemuDirectory))
+        {
+            Directory.Delete(paths.QemuDirectory, recursive: true);
         }
 
         return null;
@@ -144,9 +152,18 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        foreach (var template in config.Templates.Where(t => t.Type == Type))
+        var templates = config.Templates.Where(t => t.Type == Type).ToList();
+        foreach (var template in templates)
         {
-            Versions(((QemuTemplateOptions)template.BackendOptions).BaseImage).RemovePartials();
+            var versions = Versions(((QemuTemplateOptions)template.BackendOptions).BaseImage);
+            versions.RemovePartials();
+            versions.Share();
+        }
+
+        if (templates.Count > 0 && _confinement.Account is null)
+        {
+            var options = config.Daemon.BackendOptions.GetValueOrDefault(Type) as QemuDaemonOptions ?? QemuDaemonOptions.OwnUser;
+            QemuLog.RunsAsDaemonUser(logger, UnixAccounts.EffectiveUid, options.UserName);
         }
 
         return Task.CompletedTask;
@@ -163,7 +180,7 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
     }
 
     private QemuImageVersions Versions(string baseImage) =>
-        _versions.GetOrAdd(baseImage, b => new QemuImageVersions(b, _qemuImg, logger));
+        _versions.GetOrAdd(baseImage, b => new QemuImageVersions(b, _qemuImg, logger, _confinement));
 
     /// <summary>Where a machine's overlay is: in its work folder, or named by the template's <c>overlay_image</c> prefix and the machine id.</summary>
     private static string OverlayOf(string machineId, string workDirectory, QemuTemplateOptions options) =>

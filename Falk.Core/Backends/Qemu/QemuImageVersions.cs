@@ -24,12 +24,16 @@ public sealed partial class QemuImageVersions : IDisposable
     private readonly SemaphoreSlim _commit = new(1, 1);
     private readonly Dictionary<string, int> _uses = new(StringComparer.Ordinal);
 
-    public QemuImageVersions(string baseImage, QemuImg qemuImg, ILogger logger)
+    private readonly QemuConfinement? _confinement;
+
+    /// <param name="confinement">Whose QEMU reads the versions: they are made readable by its user's group.</param>
+    public QemuImageVersions(string baseImage, QemuImg qemuImg, ILogger logger, QemuConfinement? confinement = null)
     {
         BaseImage = baseImage;
         VersionsDirectory = baseImage + ".falk-versions";
         _qemuImg = qemuImg;
         _logger = logger;
+        _confinement = confinement;
     }
 
     public string BaseImage { get; }
@@ -115,6 +119,7 @@ public sealed partial class QemuImageVersions : IDisposable
         try
         {
             Directory.CreateDirectory(VersionsDirectory);
+            _confinement?.ShareImage(VersionsDirectory, folder: true);
             var number = NextNumber();
             var name = $"v{number.ToString(CultureInfo.InvariantCulture)}";
             var final = Path.Combine(VersionsDirectory, name + ".qcow2");
@@ -123,6 +128,7 @@ public sealed partial class QemuImageVersions : IDisposable
             try
             {
                 await _qemuImg.ConvertAsync(overlay, partial, cancellationToken).ConfigureAwait(false);
+                _confinement?.ShareImage(partial, folder: false);
                 FileSync.File(partial);
                 File.Move(partial, final, overwrite: false);
                 FileSync.Folder(VersionsDirectory);
@@ -169,6 +175,21 @@ public sealed partial class QemuImageVersions : IDisposable
         {
             DeleteQuietly(path);
             QemuLog.PartialRemoved(_logger, BaseImage, path);
+        }
+    }
+
+    /// <summary>Makes the versions folder and every version in it readable by QEMU's user (versions made by an earlier daemon).</summary>
+    public void Share()
+    {
+        if (_confinement is null || !Directory.Exists(VersionsDirectory))
+        {
+            return;
+        }
+
+        _confinement.ShareImage(VersionsDirectory, folder: true);
+        foreach (var path in Directory.EnumerateFiles(VersionsDirectory).Where(f => VersionFileName().IsMatch(Path.GetFileName(f))))
+        {
+            _confinement.ShareImage(path, folder: false);
         }
     }
 

@@ -23,7 +23,8 @@ internal sealed class QemuMachine(
     QemuImageVersions versions,
     QemuImg qemuImg,
     IProcessRunner runner,
-    ILogger logger) : IMachineInstance, ISnapshotSupport, ICommitSupport, IPauseReporting
+    ILogger logger,
+    QemuConfinement confinement) : IMachineInstance, ISnapshotSupport, ICommitSupport, IPauseReporting
 {
     /// <summary>How long QEMU gets to open its QMP socket after it starts.</summary>
     private static readonly TimeSpan QmpConnectTimeout = TimeSpan.FromSeconds(30);
@@ -41,9 +42,9 @@ internal sealed class QemuMachine(
     private readonly QemuSnapshots _snapshots = new(spec.MachineId, overlay, qemuImg, logger);
     private QemuProcess? _process;
     private QemuMonitor? _monitor;
+    private QemuConsole? _console;
     private Task? _eventPump;
     private string? _lastShutdownReason;
-    private long _consoleStart;
     private bool _cleanedUp;
     private volatile bool _paused;
 
@@ -71,12 +72,13 @@ internal sealed class QemuMachine(
         }
 
         _paused = false;
+        confinement.Prepare(_paths, overlay);
         File.Delete(_paths.QmpSocket);
+        File.Delete(_paths.ConsoleSocket);
         File.Delete(_paths.PidFile);
         _lastShutdownReason = null;
-        _consoleStart = QemuExitReport.ConsoleLength(spec.ConsoleLogPath);
 
-        var command = QemuCommandLine.Build(options, spec.MachineId, overlay, spec.SshPort, _paths);
+        var command = confinement.Wrap(QemuCommandLine.Build(options, spec.MachineId, overlay, spec.SshPort, _paths));
         var processSpec = new ProcessSpec(command)
         {
             OwnProcessGroup = true,
@@ -86,12 +88,22 @@ internal sealed class QemuMachine(
         var process = new LaunchedQemu(runner.Start(processSpec));
         _process = process;
         QemuLog.Launched(logger, spec.MachineId, process.Pid, processSpec.ToString());
-        Exited = DescribeExitAsync(process);
+        QemuConsole? console = null;
+        Exited = DescribeExitAsync(process, () => console);
 
         try
         {
+            // QEMU waits for its console to be connected before it goes on: nothing the guest prints is missed.
+            console = await Wait.UntilAsync(
+                ct => TryConnectAsync(process, _paths.ConsoleSocket, ConnectConsoleAsync, ct),
+                TimeSpan.FromMilliseconds(20),
+                QmpConnectTimeout,
+                $"console socket {_paths.ConsoleSocket} of machine {spec.MachineId}",
+                cancellationToken,
+                process.Exited).ConfigureAwait(false);
+            _console = console;
             _monitor = await Wait.UntilAsync(
-                ct => TryConnectAsync(process, ct),
+                ct => TryConnectAsync(process, _paths.QmpSocket, ConnectQmpAsync, ct),
                 TimeSpan.FromMilliseconds(20),
                 QmpConnectTimeout,
                 $"QMP socket {_paths.QmpSocket} of machine {spec.MachineId}",
@@ -101,7 +113,7 @@ internal sealed class QemuMachine(
         catch (WaitTimeoutException e)
         {
             // Not "still booting": without QMP the machine cannot be controlled. The service kills it.
-            throw new BackendOperationException($"QEMU of machine {spec.MachineId} did not open its QMP socket: {e.Message}", e);
+            throw new BackendOperationException($"QEMU of machine {spec.MachineId} did not open its console and QMP sockets: {e.Message}", e);
         }
 
         QemuLog.QmpConnected(logger, spec.MachineId, _paths.QmpSocket);
@@ -144,8 +156,18 @@ internal sealed class QemuMachine(
         _process = process;
         var monitor = new QemuMonitor(qmp, spec.MachineId);
         _monitor = monitor;
-        _consoleStart = QemuExitReport.ConsoleLength(spec.ConsoleLogPath);
-        Exited = DescribeExitAsync(process);
+        try
+        {
+            _console = await ConnectConsoleAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (SocketException e)
+        {
+            // The machine runs on; only its console is not recorded from here on.
+            QemuLog.ConsoleNotConnected(logger, spec.MachineId, _paths.ConsoleSocket, e.Message);
+        }
+
+        var console = _console;
+        Exited = DescribeExitAsync(process, () => console);
         _paused = await monitor.IsPausedAsync(cancellationToken).ConfigureAwait(false);
         _eventPump = PumpEventsAsync(monitor, process);
         QemuLog.Reattached(logger, spec.MachineId, pid, _paths.QmpSocket);
@@ -207,8 +229,11 @@ internal sealed class QemuMachine(
         }
 
         File.Delete(overlay);
-        File.Delete(_paths.QmpSocket);
-        File.Delete(_paths.PidFile);
+        if (Directory.Exists(_paths.QemuDirectory))
+        {
+            Directory.Delete(_paths.QemuDirectory, recursive: true);
+        }
+
         if (!_cleanedUp)
         {
             _cleanedUp = true;
@@ -251,6 +276,9 @@ internal sealed class QemuMachine(
         return new CommitResult(version);
     }
 
+    private Task<QemuConsole> ConnectConsoleAsync(CancellationToken cancellationToken) =>
+        QemuConsole.ConnectAsync(_paths.ConsoleSocket, spec.ConsoleLogPath, spec.ConsoleMaxBytes, cancellationToken);
+
     private async Task<QemuMonitor> ConnectQmpAsync(CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -258,7 +286,8 @@ internal sealed class QemuMachine(
         return new QemuMonitor(await QmpClient.ConnectAsync(_paths.QmpSocket, timeout.Token).ConfigureAwait(false), spec.MachineId);
     }
 
-    private async Task<ProbeOutcome<QemuMonitor>> TryConnectAsync(QemuProcess process, CancellationToken cancellationToken)
+    /// <summary>Connects to one of the sockets QEMU serves, once it is there; a QEMU that ended fails the machine.</summary>
+    private async Task<ProbeOutcome<T>> TryConnectAsync<T>(QemuProcess process, string socket, Func<CancellationToken, Task<T>> connect, CancellationToken cancellationToken)
     {
         if (process.HasExited)
         {
@@ -266,23 +295,23 @@ internal sealed class QemuMachine(
             throw new MachineFailedException(spec.MachineId, $"QEMU of machine {spec.MachineId} ended at start: {exit.Description}", exit.ExitCode, exit.OutputTail);
         }
 
-        if (!File.Exists(_paths.QmpSocket))
+        if (!File.Exists(socket))
         {
-            return ProbeOutcome.NotYet<QemuMonitor>("no QMP socket yet");
+            return ProbeOutcome.NotYet<T>($"no socket {socket} yet");
         }
 
         try
         {
-            return ProbeOutcome.Done(await ConnectQmpAsync(cancellationToken).ConfigureAwait(false));
+            return ProbeOutcome.Done(await connect(cancellationToken).ConfigureAwait(false));
         }
         catch (SocketException e)
         {
-            return ProbeOutcome.NotYet<QemuMonitor>(e.Message);
+            return ProbeOutcome.NotYet<T>(e.Message);
         }
         catch (QmpConnectionException e)
         {
             // QEMU closed the socket while greeting: most likely it is exiting, which the next look reports.
-            return ProbeOutcome.NotYet<QemuMonitor>(e.Message);
+            return ProbeOutcome.NotYet<T>(e.Message);
         }
         catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
         {
@@ -360,6 +389,12 @@ internal sealed class QemuMachine(
 
     private async Task DisconnectAsync()
     {
+        if (_console is not null)
+        {
+            await _console.DisposeAsync().ConfigureAwait(false);
+            _console = null;
+        }
+
         if (_monitor is not null)
         {
             await _monitor.DisposeAsync().ConfigureAwait(false);
@@ -373,13 +408,20 @@ internal sealed class QemuMachine(
         }
     }
 
-    private async Task<MachineExit> DescribeExitAsync(QemuProcess process)
+    /// <param name="launchConsole">The console of this QEMU, once connected.</param>
+    private async Task<MachineExit> DescribeExitAsync(QemuProcess process, Func<QemuConsole?> launchConsole)
     {
         var code = await process.Exited.ConfigureAwait(false);
+        var console = launchConsole();
         await process.WaitForOutputAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+        if (console is not null)
+        {
+            // The guest's last words are read up to the console's end before the exit is described.
+            await Task.WhenAny(console.Completed, Task.Delay(TimeSpan.FromSeconds(1))).ConfigureAwait(false);
+        }
 
-        // Only an exit that does not say "failed" by itself needs the console read for a panic.
-        var panic = code is null or 0 ? QemuExitReport.FindPanic(spec.ConsoleLogPath, _consoleStart) : null;
+        // Only an exit that does not say "failed" by itself needs the console's panic line.
+        var panic = code is null or 0 ? console?.Panic : null;
         var exit = QemuExitReport.Describe(code, _lastShutdownReason, panic, OutputTail());
         QemuLog.Exited(logger, spec.MachineId, exit.Description);
         return exit;

@@ -1,0 +1,109 @@
+using System.Globalization;
+using Falk.Core.Config;
+using Falk.Core.Unix;
+
+namespace Falk.Core.Backends.Qemu;
+
+/// <summary>
+/// The QEMU backend's key of <c>[falk]</c>: <c>qemu_user</c>, the user QEMU runs as (default <c>falk-qemu</c>, a
+/// system user <c>scripts/install-deps.sh</c> creates). A guest that escapes into QEMU is that user, not root.
+/// A falkd that is not root cannot switch users: its QEMUs run as its own user (<see cref="Account"/> is null).
+/// </summary>
+/// <param name="UserName">The configured user.</param>
+/// <param name="Account">The user QEMU is switched to; null when it runs as the daemon's own user.</param>
+public sealed record QemuDaemonOptions(string UserName, QemuAccount? Account, string? ProblemWhenUsed = null) : ICheckedWhenUsed
+{
+    public const string UserKey = "qemu_user";
+
+    public const string DefaultUser = "falk-qemu";
+
+    /// <summary>For a config without the QEMU backend's keys (one built in code): QEMU runs as the daemon's user.</summary>
+    public static QemuDaemonOptions OwnUser { get; } = new(DefaultUser, null);
+
+    internal static object Parse(SectionReader reader)
+    {
+        var name = reader.Text(UserKey) ?? DefaultUser;
+        if (UnixAccounts.EffectiveUid != 0)
+        {
+            return new QemuDaemonOptions(name, null);
+        }
+
+        if (UnixAccounts.ResolveAccount(name) is not var (uid, gid))
+        {
+            return new QemuDaemonOptions(name, null,
+                $"{UserKey}: no user '{name}' on this host; QEMU must not run as root (scripts/install-deps.sh creates {DefaultUser}, or name another user)");
+        }
+
+        // qemu_user = root is the administrator's explicit choice: no switch.
+        return new QemuDaemonOptions(name, uid == 0 ? null : new QemuAccount(name, uid, gid));
+    }
+}
+
+/// <summary>The unprivileged user QEMU runs as: its uid and primary group.</summary>
+public sealed record QemuAccount(string Name, int Uid, int Gid);
+
+/// <summary>
+/// How a machine's QEMU is confined to its user (<see cref="Account"/>; null: the daemon's own). The switch happens
+/// before QEMU runs (<c>setpriv</c> in its argument list, which execs in place and so keeps the pid), because QEMU's own
+/// <c>-runas</c> changes the uid after its seccomp filter is in force, which <c>elevateprivileges=deny</c> answers with
+/// SIGSYS. The user owns only what QEMU writes: the machine's overlay and its QEMU folder (QMP and console sockets, pid
+/// file). It may pass through the state folder down to the machine's work folder (the user's group, mode 0710:
+/// traverse, not list) and read image versions (0640, the user's group). falk.db, console logs and keys stay the
+/// daemon's alone, and nothing the daemon later opens by name lies in a folder QEMU's user may write to, except the
+/// sockets it connects to.
+/// </summary>
+public sealed record QemuConfinement(QemuAccount? Account, string StateDirectory)
+{
+    private static readonly UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+
+    /// <summary>The command as QEMU's user: real, effective and saved ids switched, that user's supplementary groups (kvm).</summary>
+    public IReadOnlyList<string> Wrap(IReadOnlyList<string> command) => Account is not { } account
+        ? command
+        :
+        [
+            "setpriv",
+            "--reuid=" + account.Uid.ToString(CultureInfo.InvariantCulture),
+            "--regid=" + account.Gid.ToString(CultureInfo.InvariantCulture),
+            "--init-groups",
+            "--",
+            .. command,
+        ];
+
+    /// <summary>
+    /// Before a launch: makes the QEMU folder (0700) and gives it and the overlay to QEMU's user, who may pass through
+    /// every folder from the state folder down to the machine's work folder.
+    /// </summary>
+    public void Prepare(QemuMachinePaths paths, string overlay)
+    {
+        Directory.CreateDirectory(paths.QemuDirectory, Private);
+        if (Account is not { } account)
+        {
+            return;
+        }
+
+        var state = Path.TrimEndingDirectorySeparator(Path.GetFullPath(StateDirectory));
+        var folder = Path.GetFullPath(paths.WorkDirectory);
+        while (folder == state || folder.StartsWith(state + "/", StringComparison.Ordinal))
+        {
+            UnixAccounts.ChangeOwner(folder, -1, account.Gid);
+            File.SetUnixFileMode(folder, Private | UnixFileMode.GroupExecute);
+            folder = Path.GetDirectoryName(folder) ?? string.Empty;
+        }
+
+        UnixAccounts.ChangeOwner(paths.QemuDirectory, account.Uid, account.Gid);
+        UnixAccounts.ChangeOwner(overlay, account.Uid, account.Gid);
+    }
+
+    /// <summary>Makes a folder of image versions, or one version file, readable (not writable) by QEMU's group.</summary>
+    public void ShareImage(string path, bool folder)
+    {
+        if (Account is not { } account)
+        {
+            return;
+        }
+
+        UnixAccounts.ChangeOwner(path, -1, account.Gid);
+        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead
+            | (folder ? UnixFileMode.UserExecute | UnixFileMode.GroupExecute : 0));
+    }
+}
