@@ -76,14 +76,14 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
         {
             var versions = Versions(options.BaseImage);
             var machine = new QemuMachine(spec, options, overlay, backing, versions, _qemuImg, runner, logger, _confinement);
-            if (recorded is { Pid: { } pid, StartTime: { } startTime } && await machine.AdoptAsync(pid, startTime, cancellationToken).ConfigureAwait(false))
+            if (recorded.Launch is { } launch && await machine.AdoptAsync(launch, cancellationToken).ConfigureAwait(false))
             {
-                await KillStraysAsync(spec, except: pid, cancellationToken).ConfigureAwait(false);
+                await KillStraysAsync(spec, except: launch.ProcessGroup, cancellationToken).ConfigureAwait(false);
                 versions.Adopt(backing);
                 return new ReattachedMachine(machine, Running: true);
             }
 
-            await KillStraysAsync(spec, except: null, cancellationToken).ConfigureAwait(false);
+            await KillLaunchAsync(spec, recorded.Launch, cancellationToken).ConfigureAwait(false);
             if (recordedState is MachineState.Prepared or MachineState.Stopped or MachineState.Failed && File.Exists(overlay))
             {
                 versions.Adopt(backing);
@@ -93,7 +93,7 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
 
         // Died during prepare, or QEMU ended while the daemon was away: undo what is left. No version was counted as
         // used for it, so none is released here; versions nobody uses any more go once every machine is taken back.
-        await KillStraysAsync(spec, except: null, cancellationToken).ConfigureAwait(false);
+        await KillLaunchAsync(spec, recorded?.Launch, cancellationToken).ConfigureAwait(false);
         var paths = new QemuMachinePaths(spec.WorkDirectory, spec.ConsoleLogPath);
         if (File.Exists(overlay))
         {
@@ -230,6 +230,22 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
         await KillUntilGoneAsync(Strays, $"stray QEMU processes of machine {spec.MachineId} to end", cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Kills what is left of a machine whose QEMU was not taken back: processes with its marks, and members of its recorded
+    /// launch's group and session, which count only while the recorded pid is not held by another process (a reused pid).
+    /// </summary>
+    private async Task KillLaunchAsync(MachineSpec spec, SessionMark? launch, CancellationToken cancellationToken)
+    {
+        IReadOnlyList<ProcessInfo> Left() => ProcessMarks.OfMachine(spec.MachineId, spec.InstanceId, launch);
+
+        foreach (var stray in Left())
+        {
+            QemuLog.StrayKilled(logger, spec.MachineId, stray.Pid);
+        }
+
+        await KillUntilGoneAsync(Left, $"processes of machine {spec.MachineId} to end", cancellationToken).ConfigureAwait(false);
+    }
+
     private static async Task KillUntilGoneAsync(Func<IReadOnlyList<ProcessInfo>> find, string what, CancellationToken cancellationToken)
     {
         try
@@ -243,5 +259,12 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
     }
 }
 
-/// <summary>What a QEMU machine needs to be found again: its QEMU (pid and start time, once launched), overlay and backing version.</summary>
-internal sealed record QemuHandle(int? Pid, long? StartTime, string Overlay, string Backing);
+/// <summary>
+/// What a QEMU machine needs to be found again: its QEMU (pid and start time, once launched, and the session and group
+/// it leads with the boot they belong to), overlay and backing version.
+/// </summary>
+internal sealed record QemuHandle(int? Pid, long? StartTime, string Overlay, string Backing, int? ProcessGroup = null, int? Session = null, string? BootId = null)
+{
+    /// <summary>The recorded launch: signalled only while provably the same process (<see cref="SessionMark"/>).</summary>
+    public SessionMark? Launch => SessionMark.Recorded(Pid, StartTime, ProcessGroup, Session, BootId);
+}

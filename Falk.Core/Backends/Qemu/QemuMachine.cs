@@ -57,7 +57,9 @@ internal sealed class QemuMachine(
 
     public event EventHandler<bool>? PausedChanged;
 
-    public string? Handle => JsonSerializer.Serialize(new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing));
+    public string? Handle => JsonSerializer.Serialize(_process?.Launch is { } launch
+        ? new QemuHandle(launch.ProcessGroup, launch.LeaderStartTime, overlay, backing, launch.ProcessGroup, launch.Session, launch.BootId)
+        : new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing));
 
     /// <summary>The monitor of the QEMU running the machine; null when none runs.</summary>
     private QemuMonitor? RunningMonitor => _process is { HasExited: false } ? _monitor : null;
@@ -128,12 +130,13 @@ internal sealed class QemuMachine(
     }
 
     /// <summary>
-    /// Takes back a QEMU an earlier daemon started: it must be the very process recorded (pid and start time) and
-    /// answer on its QMP socket. Returns false, leaving the machine not running, when it does not.
+    /// Takes back a QEMU an earlier daemon started: it must be the very process recorded (pid and start time, this boot)
+    /// and answer on its QMP socket. Returns false, leaving the machine not running, when it does not.
     /// </summary>
-    public async Task<bool> AdoptAsync(int pid, long startTime, CancellationToken cancellationToken)
+    public async Task<bool> AdoptAsync(SessionMark launch, CancellationToken cancellationToken)
     {
-        if (!ProcessTree.IsSameLiveProcess(pid, startTime))
+        var (pid, startTime) = (launch.ProcessGroup, launch.LeaderStartTime);
+        if (!launch.LeaderHoldsIds || !ProcessTree.IsSameLiveProcess(pid, startTime))
         {
             return false;
         }
@@ -152,7 +155,7 @@ internal sealed class QemuMachine(
             return false;
         }
 
-        var process = new AdoptedQemu(pid, startTime);
+        var process = new AdoptedQemu(launch);
         _process = process;
         var monitor = new QemuMonitor(qmp, spec.MachineId);
         _monitor = monitor;
