@@ -54,6 +54,29 @@ public sealed class QemuConfinementTests(QemuDaemonFixture fixture) : IClassFixt
         await fixture.Client.DeleteMachineAsync(id, ct);
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task A_root_daemon_with_a_QEMU_template_refuses_a_qemu_user_that_does_not_exist_with_one_line_and_one_without_does_not_care()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        using var dir = new TempDirectory();
+        var withQemu = dir.File("qemu.conf");
+        var withoutQemu = dir.File("custom.conf");
+        const string Daemon = """
+            [falk]
+            qemu_user = falk-no-such-user
+            """;
+        await File.WriteAllTextAsync(withQemu, Daemon + "\n" + fixture.Guest.Template("vm", fixture.BaseImage), ct);
+        await File.WriteAllTextAsync(withoutQemu, Daemon + "\n[local]\ntype = custom\nlaunch = /bin/true\nssh_user = nobody\n", ct);
+
+        var (code, _, stderr) = await FalkDaemon.RunToEndAsync(["--config", withQemu, "--check-config"], ct);
+        var (customCode, _, customErrors) = await FalkDaemon.RunToEndAsync(["--config", withoutQemu, "--check-config"], ct);
+
+        code.Should().Be(1);
+        stderr.Trim().Split('\n').Should().Equal(
+            $"falkd: error: {withQemu}: [falk] qemu_user: no user 'falk-no-such-user' on this host; QEMU must not run as root (scripts/install-deps.sh creates falk-qemu, or name another user)");
+        customCode.Should().Be(0, customErrors);
+    }
+
     private static void ShouldBe(string path, int owner, UnixFileMode mode)
     {
         var status = UnixFiles.Lstat(path);

@@ -160,6 +160,11 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, ILogge
             versions.Share();
         }
 
+        if (templates.Count > 0)
+        {
+            _confinement.OpenStateFolder(Path.Combine(config.Daemon.StateDirectory, "machines"));
+        }
+
         if (templates.Count > 0 && _confinement.Account is null)
         {
             var options = config.Daemon.BackendOptions.GetValueOrDefault(Type) as QemuDaemonOptions ?? QemuDaemonOptions.OwnUser;

@@ -81,17 +81,33 @@ public sealed record QemuConfinement(QemuAccount? Account, string StateDirectory
             return;
         }
 
+        OpenDownTo(paths.WorkDirectory);
+        UnixAccounts.ChangeOwner(paths.QemuDirectory, account.Uid, account.Gid);
+        UnixAccounts.ChangeOwner(overlay, account.Uid, account.Gid);
+    }
+
+    /// <summary>
+    /// At daemon start (which closes the state folder to 0700 again): QEMUs taken back keep their way to their files.
+    /// </summary>
+    public void OpenStateFolder(string machinesFolder)
+    {
+        if (Account is not null && Directory.Exists(machinesFolder))
+        {
+            OpenDownTo(machinesFolder);
+        }
+    }
+
+    /// <summary>Group traverse (0710, QEMU's group) on every folder from the state folder down to <paramref name="target"/>.</summary>
+    private void OpenDownTo(string target)
+    {
         var state = Path.TrimEndingDirectorySeparator(Path.GetFullPath(StateDirectory));
-        var folder = Path.GetFullPath(paths.WorkDirectory);
+        var folder = Path.GetFullPath(target);
         while (folder == state || folder.StartsWith(state + "/", StringComparison.Ordinal))
         {
-            UnixAccounts.ChangeOwner(folder, -1, account.Gid);
+            UnixAccounts.ChangeOwner(folder, -1, Account!.Gid);
             File.SetUnixFileMode(folder, Private | UnixFileMode.GroupExecute);
             folder = Path.GetDirectoryName(folder) ?? string.Empty;
         }
-
-        UnixAccounts.ChangeOwner(paths.QemuDirectory, account.Uid, account.Gid);
-        UnixAccounts.ChangeOwner(overlay, account.Uid, account.Gid);
     }
 
     /// <summary>Makes a folder of image versions, or one version file, readable (not writable) by QEMU's group.</summary>
