@@ -80,6 +80,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     exit 1
 fi
 echo "check-fresh-machine: all ${#programs[@]} programs resolve"
+# QEMU runs as this system user (qemu_user's default), never as root.
+chroot "$root" getent passwd falk-qemu >/dev/null \
+    || { echo "check-fresh-machine: FAILED: install-deps.sh did not create the user falk-qemu" >&2; exit 1; }
+echo "check-fresh-machine: user falk-qemu exists"
 # The Python client's tests and type check run on Debian's Python and its packages.
 chroot "$root" /usr/bin/python3 -c 'import aiohttp, pytest, pytest_asyncio, mypy' \
     || { echo "check-fresh-machine: FAILED: the Python client's modules are not installed" >&2; exit 1; }
@@ -106,11 +110,12 @@ chroot "$root" env CONTAINERS_CONF=/opt/containers.conf sh -euc '
 '
 echo "check-fresh-machine: podman published a port"
 
-echo "check-fresh-machine: qemu: the test guest's devices, quit over QMP"
+echo "check-fresh-machine: qemu: the test guest's devices, quit over QMP, as falk-qemu"
 chroot "$root" sh -euc '
     qemu-img create -q -f qcow2 /tmp/disk.qcow2 16M
+    chown falk-qemu: /tmp/disk.qcow2
     printf "%s\n" "{\"execute\":\"qmp_capabilities\"}" "{\"execute\":\"quit\"}" |
-        timeout 30 qemu-system-x86_64 -machine q35 -accel tcg -cpu qemu64 -m 64 -nodefaults -display none -S \
+        timeout 30 setpriv --reuid=falk-qemu --regid=falk-qemu --init-groups -- qemu-system-x86_64 -machine q35 -accel tcg -cpu qemu64 -m 64 -nodefaults -display none -S \
             -drive file=/tmp/disk.qcow2,if=virtio,format=qcow2 -netdev user,id=n0,hostfwd=tcp:127.0.0.1:18223-:22 \
             -device virtio-net-pci,netdev=n0 -device virtio-rng-pci -qmp stdio >/tmp/qmp.out
     grep -q "\"return\"" /tmp/qmp.out

@@ -64,6 +64,14 @@ public static partial class ConfigLoader
             }
         }
 
+        foreach (var (type, options) in daemon.BackendOptions)
+        {
+            if (options is ICheckedWhenUsed { ProblemWhenUsed: { } problem } && templates.Any(t => t.Type == type))
+            {
+                errors.Add($"{fullPath}: [{daemonName}] {problem}");
+            }
+        }
+
         if (errors.Count > 0)
         {
             throw new ConfigException(errors);

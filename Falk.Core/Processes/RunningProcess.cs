@@ -158,7 +158,8 @@ public sealed class RunningProcess : IAsyncDisposable
     {
         lock (_lock)
         {
-            if (!HasExited)
+            // Our child holds its pid until it is reaped; the start time covers the moment between reaping and Exited.
+            if (!HasExited && (StartTime is not { } start || ProcessTree.IsSameProcess(Pid, start)))
             {
                 // Remember the tree while it still hangs together: once the parent is gone, orphans cannot be traced.
                 foreach (var child in ProcessTree.Descendants(Pid))

@@ -18,6 +18,18 @@ namespace Falk.Core.Processes;
 /// </remarks>
 public sealed record SessionMark(int ProcessGroup, int Session, long LeaderStartTime, string BootId)
 {
+    /// <summary>
+    /// The mark a machine's record holds (its handle's fields), or null when there is none. A record written before marks
+    /// had a boot id still led its own session then, but only in this boot can its start time mean anything, which only a
+    /// live leader shows.
+    /// </summary>
+    public static SessionMark? Recorded(int? pid, long? startTime, int? processGroup, int? session, string? bootId) =>
+        (pid, startTime, processGroup, session, bootId) is (not null, { } start, { } group, { } sid, { } boot)
+            ? new SessionMark(group, sid, start, boot)
+            : (pid, startTime) is ({ } legacyPid, { } legacyStart) && ProcessTree.IsSameLiveProcess(legacyPid, legacyStart)
+                ? new SessionMark(legacyPid, legacyPid, legacyStart, ProcessTree.BootId)
+                : null;
+
     /// <summary>True while the group's leader is the very process recorded (a zombie included: it still holds the ids).</summary>
     public bool LeaderHoldsIds => BootId == ProcessTree.BootId && ProcessTree.IsSameProcess(ProcessGroup, LeaderStartTime);
 

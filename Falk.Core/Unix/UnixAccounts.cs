@@ -8,6 +8,7 @@ public static class UnixAccounts
 {
     // struct passwd { char *pw_name; char *pw_passwd; uid_t pw_uid; gid_t pw_gid; ... } on 64-bit Linux.
     private const int PasswdUidOffset = 16;
+    private const int PasswdGidOffset = 20;
 
     // struct group { char *gr_name; char *gr_passwd; gid_t gr_gid; char **gr_mem; }
     private const int GroupGidOffset = 16;
@@ -24,6 +25,22 @@ public static class UnixAccounts
 
         var entry = Native.getpwnam(nameOrId);
         return entry == IntPtr.Zero ? null : Marshal.ReadInt32(entry, PasswdUidOffset);
+    }
+
+    /// <summary>The uid and primary gid of the user named <paramref name="name"/>, or null when there is no such user.</summary>
+    public static (int Uid, int Gid)? ResolveAccount(string name)
+    {
+        var entry = Native.getpwnam(name);
+        return entry == IntPtr.Zero ? null : (Marshal.ReadInt32(entry, PasswdUidOffset), Marshal.ReadInt32(entry, PasswdGidOffset));
+    }
+
+    /// <summary>Changes the owner and group of a file (-1 keeps one); throws <see cref="IOException"/> naming the path on failure.</summary>
+    public static void ChangeOwner(string path, int uid, int gid)
+    {
+        if (Native.chown(path, uid, gid) != 0)
+        {
+            throw new IOException($"cannot give {path} to uid {uid}, gid {gid}: {Marshal.GetLastPInvokeErrorMessage()}");
+        }
     }
 
     /// <summary>A gid from a group name or a number, or null when there is no such group.</summary>

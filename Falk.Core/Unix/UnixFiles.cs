@@ -16,8 +16,8 @@ public enum NodeKind
     Other,
 }
 
-/// <summary>A path's type, owner and permission bits.</summary>
-public readonly record struct NodeStatus(NodeKind Kind, int Uid, UnixFileMode Mode);
+/// <summary>A path's type, owner, permission bits and group.</summary>
+public readonly record struct NodeStatus(NodeKind Kind, int Uid, UnixFileMode Mode, int Gid = -1);
 
 /// <summary>File-system calls that must not follow a swapped path: lstat, private binding of a socket, the umask.</summary>
 public static partial class UnixFiles
@@ -115,7 +115,7 @@ public static partial class UnixFiles
 
     private static NodeStatus Status(string path, bool followLink)
     {
-        // struct statx is the same on every architecture: stx_uid at 20, stx_mode at 28.
+        // struct statx is the same on every architecture: stx_uid at 20, stx_gid at 24, stx_mode at 28.
         Span<byte> buffer = stackalloc byte[256];
         if (statx(AtFdCwd, path, followLink ? 0 : AtSymlinkNoFollow, StatxBasicStats, ref MemoryMarshal.GetReference(buffer)) != 0)
         {
@@ -135,7 +135,7 @@ public static partial class UnixFiles
             0x1000 => NodeKind.Fifo,
             _ => NodeKind.Other,
         };
-        return new NodeStatus(kind, uid, (UnixFileMode)(mode & 0xFFF));
+        return new NodeStatus(kind, uid, (UnixFileMode)(mode & 0xFFF), BinaryPrimitives.ReadInt32LittleEndian(buffer[24..]));
     }
 
     [LibraryImport("libc")]

@@ -94,13 +94,7 @@ internal sealed record RecoveryProcesses(IReadOnlyList<ProcessInfo> All, IReadOn
 /// <summary>What a custom machine needs to be found again: its launch's session and process group, and the leader's start time.</summary>
 internal sealed record CustomHandle(int? Pid, long? StartTime, int? ProcessGroup = null, int? Session = null, string? BootId = null)
 {
-    public SessionMark? Launch => this is { Pid: not null, StartTime: { } start, ProcessGroup: { } group, Session: { } session, BootId: { } boot }
-        ? new SessionMark(group, session, start, boot)
-        // Recorded by a daemon before marks had a boot id: the launch led its own session then too, but only in this boot
-        // can its start time mean anything, which only a live leader shows.
-        : this is { Pid: { } pid, StartTime: { } legacyStart } && ProcessTree.IsSameLiveProcess(pid, legacyStart)
-            ? new SessionMark(pid, pid, legacyStart, ProcessTree.BootId)
-            : null;
+    public SessionMark? Launch => SessionMark.Recorded(Pid, StartTime, ProcessGroup, Session, BootId);
 
     public static CustomHandle Of(SessionMark? launch) =>
         launch is null ? new CustomHandle(null, null) : new CustomHandle(launch.ProcessGroup, launch.LeaderStartTime, launch.ProcessGroup, launch.Session, launch.BootId);

@@ -23,7 +23,8 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, PortAl
 {
     private readonly ConcurrentDictionary<string, QemuImageVersions> _versions = new(StringComparer.Ordinal);
     private readonly QemuImg _qemuImg = new(runner);
-    private readonly QemuResumeStates _resumes = new(config, new QemuImg(runner), runner, ports, ssh, logger);
+    private readonly QemuConfinement _confinement = ConfinementOf(config);
+    private readonly QemuResumeStates _resumes = new(config, new QemuImg(runner), runner, ports, ssh, ConfinementOf(config), logger);
 
     public string Type => QemuTemplateOptions.Descriptor.Type;
 
@@ -76,14 +77,14 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, PortAl
         {
             var versions = Versions(options.BaseImage);
             var machine = NewMachine(spec, options, overlay, backing, versions);
-            if (recorded is { Pid: { } pid, StartTime: { } startTime } && await machine.AdoptAsync(pid, startTime, cancellationToken).ConfigureAwait(false))
+            if (recorded.Launch is { } launch && await machine.AdoptAsync(launch, cancellationToken).ConfigureAwait(false))
             {
-                await KillStraysAsync(spec, except: pid, cancellationToken).ConfigureAwait(false);
+                await KillStraysAsync(spec, except: launch.ProcessGroup, cancellationToken).ConfigureAwait(false);
                 TakeBack(machine, versions, backing, recorded.Layer, launched: true);
                 return new ReattachedMachine(machine, Running: true);
             }
 
-            await KillStraysAsync(spec, except: null, cancellationToken).ConfigureAwait(false);
+            await KillLaunchAsync(spec, recorded.Launch, cancellationToken).ConfigureAwait(false);
             if (recordedState is MachineState.Prepared or MachineState.Stopped or MachineState.Failed && File.Exists(overlay))
             {
                 TakeBack(machine, versions, backing, recorded.Layer, launched: recordedState != MachineState.Prepared);
@@ -93,11 +94,16 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, PortAl
 
         // Died during prepare, or QEMU ended while the daemon was away: undo what is left. No version was counted as
         // used for it, so none is released here; versions nobody uses any more go once every machine is taken back.
-        await KillStraysAsync(spec, except: null, cancellationToken).ConfigureAwait(false);
+        await KillLaunchAsync(spec, recorded?.Launch, cancellationToken).ConfigureAwait(false);
         var paths = new QemuMachinePaths(spec.WorkDirectory, spec.ConsoleLogPath);
-        foreach (var path in new[] { overlay, paths.QmpSocket, paths.PidFile }.Where(File.Exists))
+        if (File.Exists(overlay))
         {
-            File.Delete(path);
+            File.Delete(overlay);
+        }
+
+        if (Directory.Exists(paths.QemuDirectory))
+        {
+            Directory.Delete(paths.QemuDirectory, recursive: true);
         }
 
         return null;
@@ -147,9 +153,23 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, PortAl
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        foreach (var template in config.Templates.Where(t => t.Type == Type))
+        var templates = config.Templates.Where(t => t.Type == Type).ToList();
+        foreach (var template in templates)
         {
-            Versions(((QemuTemplateOptions)template.BackendOptions).BaseImage).RemovePartials();
+            var versions = Versions(((QemuTemplateOptions)template.BackendOptions).BaseImage);
+            versions.RemovePartials();
+            versions.Share();
+        }
+
+        if (templates.Count > 0)
+        {
+            _confinement.OpenStateFolder(Path.Combine(config.Daemon.StateDirectory, "machines"));
+        }
+
+        if (templates.Count > 0 && _confinement.Account is null)
+        {
+            var options = config.Daemon.BackendOptions.GetValueOrDefault(Type) as QemuDaemonOptions ?? QemuDaemonOptions.OwnUser;
+            QemuLog.RunsAsDaemonUser(logger, UnixAccounts.EffectiveUid, options.UserName);
         }
 
         // What guests being saved left when the daemon ended (their QEMUs went in the orphan sweep): nothing to keep.
@@ -181,7 +201,7 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, PortAl
     private QemuImageVersions Versions(string baseImage) =>
         _versions.GetOrAdd(baseImage, b =>
         {
-            var versions = new QemuImageVersions(b, _qemuImg, logger);
+            var versions = new QemuImageVersions(b, _qemuImg, logger, _confinement);
 
             // A commit makes a new version: the templates on it that resume get its saved guest right away.
             versions.Committed += (_, _) =>
@@ -200,8 +220,12 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, PortAl
             .Where(t => t.BackendOptions is QemuTemplateOptions { Boot: QemuBoot.Resume })
             .DistinctBy(t => (((QemuTemplateOptions)t.BackendOptions).BaseImage, QemuResumeStates.Key((QemuTemplateOptions)t.BackendOptions)));
 
+    private static QemuConfinement ConfinementOf(FalkConfig config) => new(
+        (config.Daemon.BackendOptions.GetValueOrDefault(QemuTemplateOptions.Descriptor.Type) as QemuDaemonOptions ?? QemuDaemonOptions.OwnUser).Account,
+        config.Daemon.StateDirectory);
+
     private QemuMachine NewMachine(MachineSpec spec, QemuTemplateOptions options, string overlay, string backing, QemuImageVersions versions) =>
-        new(spec, options, overlay, backing, versions, _qemuImg, runner, logger, options.Boot == QemuBoot.Resume ? _resumes : null);
+        new(spec, options, overlay, backing, versions, _qemuImg, runner, logger, _confinement, options.Boot == QemuBoot.Resume ? _resumes : null);
 
     /// <summary>Counts the versions a machine taken back uses: its backing version and the saved guest's layer it was resumed on.</summary>
     private static void TakeBack(QemuMachine machine, QemuImageVersions versions, string backing, string? layer, bool launched)
@@ -263,6 +287,22 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, PortAl
         await KillUntilGoneAsync(Strays, $"stray QEMU processes of machine {spec.MachineId} to end", cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Kills what is left of a machine whose QEMU was not taken back: processes with its marks, and members of its recorded
+    /// launch's group and session, which count only while the recorded pid is not held by another process (a reused pid).
+    /// </summary>
+    private async Task KillLaunchAsync(MachineSpec spec, SessionMark? launch, CancellationToken cancellationToken)
+    {
+        IReadOnlyList<ProcessInfo> Left() => ProcessMarks.OfMachine(spec.MachineId, spec.InstanceId, launch);
+
+        foreach (var stray in Left())
+        {
+            QemuLog.StrayKilled(logger, spec.MachineId, stray.Pid);
+        }
+
+        await KillUntilGoneAsync(Left, $"processes of machine {spec.MachineId} to end", cancellationToken).ConfigureAwait(false);
+    }
+
     private static async Task KillUntilGoneAsync(Func<IReadOnlyList<ProcessInfo>> find, string what, CancellationToken cancellationToken)
     {
         try
@@ -276,6 +316,13 @@ public sealed class QemuBackend(FalkConfig config, IProcessRunner runner, PortAl
     }
 }
 
-/// <summary>What a QEMU machine needs to be found again: its QEMU (pid and start time, once launched), overlay and backing version.</summary>
+/// <summary>
+/// What a QEMU machine needs to be found again: its QEMU (pid and start time, once launched, and the session and group
+/// it leads with the boot they belong to), overlay and backing version.
+/// </summary>
 /// <param name="Layer">The saved guest's disk layer the overlay sits on, when the machine was resumed.</param>
-internal sealed record QemuHandle(int? Pid, long? StartTime, string Overlay, string Backing, string? Layer = null);
+internal sealed record QemuHandle(int? Pid, long? StartTime, string Overlay, string Backing, string? Layer = null, int? ProcessGroup = null, int? Session = null, string? BootId = null)
+{
+    /// <summary>The recorded launch: signalled only while provably the same process (<see cref="SessionMark"/>).</summary>
+    public SessionMark? Launch => SessionMark.Recorded(Pid, StartTime, ProcessGroup, Session, BootId);
+}

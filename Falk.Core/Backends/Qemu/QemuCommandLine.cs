@@ -2,12 +2,20 @@ using System.Globalization;
 
 namespace Falk.Core.Backends.Qemu;
 
-/// <summary>Where a machine's QEMU keeps what Falk controls it by: all inside the machine's work folder.</summary>
+/// <summary>
+/// Where a machine's QEMU keeps what Falk controls it by: in a folder of QEMU's own inside the machine's work folder
+/// (QEMU's user owns it; the console log beside it is the daemon's).
+/// </summary>
 public sealed record QemuMachinePaths(string WorkDirectory, string ConsoleLog)
 {
-    public string QmpSocket => Path.Combine(WorkDirectory, "qmp.sock");
+    public string QemuDirectory => Path.Combine(WorkDirectory, "qemu");
 
-    public string PidFile => Path.Combine(WorkDirectory, "qemu.pid");
+    public string QmpSocket => Path.Combine(QemuDirectory, "qmp.sock");
+
+    public string PidFile => Path.Combine(QemuDirectory, "qemu.pid");
+
+    /// <summary>The serial console QEMU serves; Falk copies it into <see cref="ConsoleLog"/>.</summary>
+    public string ConsoleSocket => Path.Combine(QemuDirectory, "console.sock");
 }
 
 /// <summary>Builds the argument list QEMU is started with: the template's command, substituted, plus Falk's own options.</summary>
@@ -30,7 +38,7 @@ public static class QemuCommandLine
             "-name", "falk-" + machineId,
             "-chardev", $"socket,id=falk-qmp,path={EscapeOptionValue(paths.QmpSocket)},server=on,wait=off",
             "-mon", "chardev=falk-qmp,mode=control",
-            "-chardev", $"file,id=falk-serial,path={EscapeOptionValue(paths.ConsoleLog)},append=on",
+            "-chardev", $"socket,id=falk-serial,path={EscapeOptionValue(paths.ConsoleSocket)},server=on,wait=on",
             "-serial", "chardev:falk-serial",
             "-pidfile", paths.PidFile,
             "-sandbox", Sandbox,

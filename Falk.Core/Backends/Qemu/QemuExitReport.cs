@@ -5,12 +5,10 @@ namespace Falk.Core.Backends.Qemu;
 
 /// <summary>
 /// Why a QEMU ended, in words, from its exit code, the reason of QMP's last <c>SHUTDOWN</c> event and the serial
-/// console; and the console's tail for a machine's error.
+/// console (<see cref="QemuConsole.Panic"/>); and the console's tail for a machine's error.
 /// </summary>
 internal static class QemuExitReport
 {
-    private const string PanicMarker = "Kernel panic";
-
     /// <param name="code">QEMU's exit code; null for a QEMU taken back after a restart (not our child).</param>
     /// <param name="shutdownReason">The reason of the last <c>SHUTDOWN</c> event, if one came.</param>
     /// <param name="panic">The console's "Kernel panic" line since the launch, if any.</param>
@@ -46,31 +44,6 @@ internal static class QemuExitReport
             : new MachineExit(0, $"QEMU exited with code 0 (guest shutdown{(shutdownReason is null ? string.Empty : ": " + shutdownReason)})", tail);
     }
 
-    /// <summary>The console's first "Kernel panic" line after <paramref name="from"/> (within its last MiB), if any.</summary>
-    public static string? FindPanic(string consoleLog, long from)
-    {
-        const int MaxBytes = 1 << 20;
-        try
-        {
-            using var file = OpenShared(consoleLog);
-            file.Seek(Math.Max(from, file.Length - MaxBytes), SeekOrigin.Begin);
-            using var reader = new StreamReader(file, Encoding.UTF8);
-            while (reader.ReadLine() is { } line)
-            {
-                if (line.Contains(PanicMarker, StringComparison.Ordinal))
-                {
-                    return line.TrimEnd('\r');
-                }
-            }
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or IOException)
-        {
-            // No console, no panic to report.
-        }
-
-        return null;
-    }
-
     /// <summary>The last lines of the console, without carriage returns; empty when there is none.</summary>
     public static string ConsoleTail(string consoleLog, int maxBytes = 4096, int maxLines = 20)
     {
@@ -89,9 +62,6 @@ internal static class QemuExitReport
             return string.Empty;
         }
     }
-
-    /// <summary>The length of the console now: where the next launch's output starts.</summary>
-    public static long ConsoleLength(string consoleLog) => File.Exists(consoleLog) ? new FileInfo(consoleLog).Length : 0;
 
     private static FileStream OpenShared(string path) =>
         new(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);

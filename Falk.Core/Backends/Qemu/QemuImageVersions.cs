@@ -24,12 +24,16 @@ public sealed partial class QemuImageVersions : IDisposable
     private readonly SemaphoreSlim _commit = new(1, 1);
     private readonly Dictionary<string, int> _uses = new(StringComparer.Ordinal);
 
-    public QemuImageVersions(string baseImage, QemuImg qemuImg, ILogger logger)
+    private readonly QemuConfinement? _confinement;
+
+    /// <param name="confinement">Whose QEMU reads the versions: they are made readable by its user's group.</param>
+    public QemuImageVersions(string baseImage, QemuImg qemuImg, ILogger logger, QemuConfinement? confinement = null)
     {
         BaseImage = baseImage;
         VersionsDirectory = baseImage + ".falk-versions";
         _qemuImg = qemuImg;
         _logger = logger;
+        _confinement = confinement;
     }
 
     public string BaseImage { get; }
@@ -122,6 +126,7 @@ public sealed partial class QemuImageVersions : IDisposable
         try
         {
             Directory.CreateDirectory(VersionsDirectory);
+            _confinement?.ShareImage(VersionsDirectory, folder: true);
             var number = NextNumber();
             var name = $"v{number.ToString(CultureInfo.InvariantCulture)}";
             var final = Path.Combine(VersionsDirectory, name + ".qcow2");
@@ -130,6 +135,7 @@ public sealed partial class QemuImageVersions : IDisposable
             try
             {
                 await _qemuImg.ConvertAsync(overlay, partial, cancellationToken).ConfigureAwait(false);
+                _confinement?.ShareImage(partial, folder: false);
                 FileSync.File(partial);
                 File.Move(partial, final, overwrite: false);
                 FileSync.Folder(VersionsDirectory);
@@ -180,6 +186,21 @@ public sealed partial class QemuImageVersions : IDisposable
         }
     }
 
+    /// <summary>Makes the versions folder and every version in it readable by QEMU's user (versions made by an earlier daemon).</summary>
+    public void Share()
+    {
+        if (_confinement is null || !Directory.Exists(VersionsDirectory))
+        {
+            return;
+        }
+
+        _confinement.ShareImage(VersionsDirectory, folder: true);
+        foreach (var path in Directory.EnumerateFiles(VersionsDirectory).Where(f => VersionFileName().IsMatch(Path.GetFileName(f))))
+        {
+            _confinement.ShareImage(path, folder: false);
+        }
+    }
+
     public void Dispose() => _commit.Dispose();
 
     /// <summary>Paths (without extension) for a new saved guest of <paramref name="version"/> and command <paramref name="key"/>; the folder exists.</summary>
@@ -220,6 +241,8 @@ public sealed partial class QemuImageVersions : IDisposable
     /// <summary>Moves a saved guest's files into place (the layer first, the state last: a state is ready only beside its layer).</summary>
     public void PublishResumeState(string layerPartial, string statePartial, QemuResumeState state)
     {
+        // The saving QEMU's user wrote the layer; every clone reads it, so no QEMU may write it again.
+        _confinement?.ShareImage(layerPartial, folder: false, reclaim: true);
         lock (_lock)
         {
             File.Move(layerPartial, state.Layer, overwrite: false);

@@ -82,4 +82,10 @@ internal static partial class QemuLog
 
     [LoggerMessage(6025, LogLevel.Warning, "Machine {MachineId}: resume failed, booting cold: {Reason}")]
     public static partial void ResumeFellBack(ILogger logger, string machineId, string reason);
+
+    [LoggerMessage(6050, LogLevel.Warning, "QEMU runs as the daemon's own user (uid {Uid}), not as qemu_user '{User}': falkd is not root and cannot switch users, or qemu_user is root")]
+    public static partial void RunsAsDaemonUser(ILogger logger, uint uid, string user);
+
+    [LoggerMessage(6051, LogLevel.Warning, "Machine {MachineId}: the console {Socket} of the QEMU taken back does not answer ({Reason}); its output is not recorded")]
+    public static partial void ConsoleNotConnected(ILogger logger, string machineId, string socket, string reason);
 }

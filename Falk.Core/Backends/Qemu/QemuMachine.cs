@@ -24,6 +24,7 @@ internal sealed class QemuMachine(
     QemuImg qemuImg,
     IProcessRunner runner,
     ILogger logger,
+    QemuConfinement confinement,
     QemuResumeStates? resumes = null) : IMachineInstance, ISnapshotSupport, ICommitSupport, IPauseReporting, ILaunchReporting, IProcessOwnership
 {
     /// <summary>How long QEMU gets to open its QMP socket after it starts.</summary>
@@ -43,9 +44,9 @@ internal sealed class QemuMachine(
     private readonly QemuResumeLaunch? _resume = resumes is null ? null : new(spec, overlay, backing, versions, qemuImg, resumes, logger);
     private QemuProcess? _process;
     private QemuMonitor? _monitor;
+    private QemuConsole? _console;
     private Task? _eventPump;
     private string? _lastShutdownReason;
-    private long _consoleStart;
     private bool _cleanedUp;
     private volatile bool _paused;
     private bool _launched;
@@ -60,7 +61,9 @@ internal sealed class QemuMachine(
 
     public event EventHandler<bool>? PausedChanged;
 
-    public string? Handle => JsonSerializer.Serialize(new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing, _layer));
+    public string? Handle => JsonSerializer.Serialize(_process?.Launch is { } launch
+        ? new QemuHandle(launch.ProcessGroup, launch.LeaderStartTime, overlay, backing, _layer, launch.ProcessGroup, launch.Session, launch.BootId)
+        : new QemuHandle(_process?.Pid, _process?.StartTime, overlay, backing, _layer));
 
     public LaunchNote? LastLaunch { get; private set; }
 
@@ -123,12 +126,13 @@ internal sealed class QemuMachine(
         }
 
         _paused = false;
+        confinement.Prepare(_paths, overlay);
         File.Delete(_paths.QmpSocket);
+        File.Delete(_paths.ConsoleSocket);
         File.Delete(_paths.PidFile);
         _lastShutdownReason = null;
-        _consoleStart = QemuExitReport.ConsoleLength(spec.ConsoleLogPath);
 
-        var command = QemuCommandLine.Build(options, spec.MachineId, overlay, spec.SshPort, _paths, incoming is not null);
+        var command = confinement.Wrap(QemuCommandLine.Build(options, spec.MachineId, overlay, spec.SshPort, _paths, incoming is not null));
         var processSpec = new ProcessSpec(command)
         {
             OwnProcessGroup = true,
@@ -138,12 +142,22 @@ internal sealed class QemuMachine(
         var process = new LaunchedQemu(runner.Start(processSpec));
         _process = process;
         QemuLog.Launched(logger, spec.MachineId, process.Pid, processSpec.ToString());
-        Exited = DescribeExitAsync(process);
+        QemuConsole? console = null;
+        Exited = DescribeExitAsync(process, () => console);
 
         try
         {
+            // QEMU waits for its console to be connected before it goes on: nothing the guest prints is missed.
+            console = await Wait.UntilAsync(
+                ct => TryConnectAsync(process, _paths.ConsoleSocket, ConnectConsoleAsync, ct),
+                TimeSpan.FromMilliseconds(20),
+                QmpConnectTimeout,
+                $"console socket {_paths.ConsoleSocket} of machine {spec.MachineId}",
+                cancellationToken,
+                process.Exited).ConfigureAwait(false);
+            _console = console;
             _monitor = await Wait.UntilAsync(
-                ct => TryConnectAsync(process, ct),
+                ct => TryConnectAsync(process, _paths.QmpSocket, ConnectQmpAsync, ct),
                 TimeSpan.FromMilliseconds(20),
                 QmpConnectTimeout,
                 $"QMP socket {_paths.QmpSocket} of machine {spec.MachineId}",
@@ -153,7 +167,7 @@ internal sealed class QemuMachine(
         catch (WaitTimeoutException e)
         {
             // Not "still booting": without QMP the machine cannot be controlled. The service kills it.
-            throw new BackendOperationException($"QEMU of machine {spec.MachineId} did not open its QMP socket: {e.Message}", e);
+            throw new BackendOperationException($"QEMU of machine {spec.MachineId} did not open its console and QMP sockets: {e.Message}", e);
         }
 
         QemuLog.QmpConnected(logger, spec.MachineId, _paths.QmpSocket);
@@ -173,12 +187,13 @@ internal sealed class QemuMachine(
     }
 
     /// <summary>
-    /// Takes back a QEMU an earlier daemon started: it must be the very process recorded (pid and start time) and
-    /// answer on its QMP socket. Returns false, leaving the machine not running, when it does not.
+    /// Takes back a QEMU an earlier daemon started: it must be the very process recorded (pid and start time, this boot)
+    /// and answer on its QMP socket. Returns false, leaving the machine not running, when it does not.
     /// </summary>
-    public async Task<bool> AdoptAsync(int pid, long startTime, CancellationToken cancellationToken)
+    public async Task<bool> AdoptAsync(SessionMark launch, CancellationToken cancellationToken)
     {
-        if (!ProcessTree.IsSameLiveProcess(pid, startTime))
+        var (pid, startTime) = (launch.ProcessGroup, launch.LeaderStartTime);
+        if (!launch.LeaderHoldsIds || !ProcessTree.IsSameLiveProcess(pid, startTime))
         {
             return false;
         }
@@ -197,12 +212,22 @@ internal sealed class QemuMachine(
             return false;
         }
 
-        var process = new AdoptedQemu(pid, startTime);
+        var process = new AdoptedQemu(launch);
         _process = process;
         var monitor = new QemuMonitor(qmp, spec.MachineId);
         _monitor = monitor;
-        _consoleStart = QemuExitReport.ConsoleLength(spec.ConsoleLogPath);
-        Exited = DescribeExitAsync(process);
+        try
+        {
+            _console = await ConnectConsoleAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (SocketException e)
+        {
+            // The machine runs on; only its console is not recorded from here on.
+            QemuLog.ConsoleNotConnected(logger, spec.MachineId, _paths.ConsoleSocket, e.Message);
+        }
+
+        var console = _console;
+        Exited = DescribeExitAsync(process, () => console);
         _paused = await monitor.IsPausedAsync(cancellationToken).ConfigureAwait(false);
         _eventPump = PumpEventsAsync(monitor, process);
         QemuLog.Reattached(logger, spec.MachineId, pid, _paths.QmpSocket);
@@ -264,8 +289,11 @@ internal sealed class QemuMachine(
         }
 
         File.Delete(overlay);
-        File.Delete(_paths.QmpSocket);
-        File.Delete(_paths.PidFile);
+        if (Directory.Exists(_paths.QemuDirectory))
+        {
+            Directory.Delete(_paths.QemuDirectory, recursive: true);
+        }
+
         if (!_cleanedUp)
         {
             _cleanedUp = true;
@@ -313,6 +341,9 @@ internal sealed class QemuMachine(
         return new CommitResult(version);
     }
 
+    private Task<QemuConsole> ConnectConsoleAsync(CancellationToken cancellationToken) =>
+        QemuConsole.ConnectAsync(_paths.ConsoleSocket, spec.ConsoleLogPath, spec.ConsoleMaxBytes, cancellationToken);
+
     private async Task<QemuMonitor> ConnectQmpAsync(CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -320,7 +351,8 @@ internal sealed class QemuMachine(
         return new QemuMonitor(await QmpClient.ConnectAsync(_paths.QmpSocket, timeout.Token).ConfigureAwait(false), spec.MachineId);
     }
 
-    private async Task<ProbeOutcome<QemuMonitor>> TryConnectAsync(QemuProcess process, CancellationToken cancellationToken)
+    /// <summary>Connects to one of the sockets QEMU serves, once it is there; a QEMU that ended fails the machine.</summary>
+    private async Task<ProbeOutcome<T>> TryConnectAsync<T>(QemuProcess process, string socket, Func<CancellationToken, Task<T>> connect, CancellationToken cancellationToken)
     {
         if (process.HasExited)
         {
@@ -328,23 +360,23 @@ internal sealed class QemuMachine(
             throw new MachineFailedException(spec.MachineId, $"QEMU of machine {spec.MachineId} ended at start: {exit.Description}", exit.ExitCode, exit.OutputTail);
         }
 
-        if (!File.Exists(_paths.QmpSocket))
+        if (!File.Exists(socket))
         {
-            return ProbeOutcome.NotYet<QemuMonitor>("no QMP socket yet");
+            return ProbeOutcome.NotYet<T>($"no socket {socket} yet");
         }
 
         try
         {
-            return ProbeOutcome.Done(await ConnectQmpAsync(cancellationToken).ConfigureAwait(false));
+            return ProbeOutcome.Done(await connect(cancellationToken).ConfigureAwait(false));
         }
         catch (SocketException e)
         {
-            return ProbeOutcome.NotYet<QemuMonitor>(e.Message);
+            return ProbeOutcome.NotYet<T>(e.Message);
         }
         catch (QmpConnectionException e)
         {
             // QEMU closed the socket while greeting: most likely it is exiting, which the next look reports.
-            return ProbeOutcome.NotYet<QemuMonitor>(e.Message);
+            return ProbeOutcome.NotYet<T>(e.Message);
         }
         catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
         {
@@ -422,6 +454,12 @@ internal sealed class QemuMachine(
 
     private async Task DisconnectAsync()
     {
+        if (_console is not null)
+        {
+            await _console.DisposeAsync().ConfigureAwait(false);
+            _console = null;
+        }
+
         if (_monitor is not null)
         {
             await _monitor.DisposeAsync().ConfigureAwait(false);
@@ -435,13 +473,20 @@ internal sealed class QemuMachine(
         }
     }
 
-    private async Task<MachineExit> DescribeExitAsync(QemuProcess process)
+    /// <param name="launchConsole">The console of this QEMU, once connected.</param>
+    private async Task<MachineExit> DescribeExitAsync(QemuProcess process, Func<QemuConsole?> launchConsole)
     {
         var code = await process.Exited.ConfigureAwait(false);
+        var console = launchConsole();
         await process.WaitForOutputAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+        if (console is not null)
+        {
+            // The guest's last words are read up to the console's end before the exit is described.
+            await Task.WhenAny(console.Completed, Task.Delay(TimeSpan.FromSeconds(1))).ConfigureAwait(false);
+        }
 
-        // Only an exit that does not say "failed" by itself needs the console read for a panic.
-        var panic = code is null or 0 ? QemuExitReport.FindPanic(spec.ConsoleLogPath, _consoleStart) : null;
+        // Only an exit that does not say "failed" by itself needs the console's panic line.
+        var panic = code is null or 0 ? console?.Panic : null;
         var exit = QemuExitReport.Describe(code, _lastShutdownReason, panic, OutputTail());
         QemuLog.Exited(logger, spec.MachineId, exit.Description);
         return exit;

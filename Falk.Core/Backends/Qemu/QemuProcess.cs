@@ -13,6 +13,9 @@ internal abstract class QemuProcess : IAsyncDisposable
 
     public abstract long? StartTime { get; }
 
+    /// <summary>The session and process group QEMU leads (set up at launch), as recorded in the machine's handle.</summary>
+    public abstract SessionMark? Launch { get; }
+
     /// <summary>Completes with the exit code when QEMU ends; null when it cannot be known (not our child).</summary>
     public abstract Task<int?> Exited { get; }
 
@@ -37,6 +40,8 @@ internal sealed class LaunchedQemu(RunningProcess process) : QemuProcess
     public override int Pid => process.Pid;
 
     public override long? StartTime => process.StartTime;
+
+    public override SessionMark? Launch => process.Session;
 
     public override Task<int?> Exited { get; } = ExitCodeAsync(process);
 
@@ -71,29 +76,29 @@ internal sealed class AdoptedQemu : QemuProcess
 
     private static readonly TimeSpan KillTimeout = TimeSpan.FromSeconds(10);
 
-    public AdoptedQemu(int pid, long startTime)
+    private readonly SessionMark _launch;
+
+    public AdoptedQemu(SessionMark launch)
     {
-        Pid = pid;
-        StartTime = startTime;
-        Exited = WatchAsync(pid, startTime);
+        _launch = launch;
+        Exited = WatchAsync(launch.ProcessGroup, launch.LeaderStartTime);
     }
 
-    public override int Pid { get; }
+    public override int Pid => _launch.ProcessGroup;
 
-    public override long? StartTime { get; }
+    public override long? StartTime => _launch.LeaderStartTime;
+
+    public override SessionMark? Launch => _launch;
 
     public override Task<int?> Exited { get; }
 
+    /// <summary>
+    /// QEMU leads a session of its own (setsid at launch): the group, while its leader provably is the recorded QEMU, and
+    /// every member of the group or session that started after it. A pid taken by another process is never signalled.
+    /// </summary>
     public override async Task KillAsync(CancellationToken cancellationToken)
     {
-        if (!ProcessTree.IsSameLiveProcess(Pid, StartTime!.Value))
-        {
-            return;
-        }
-
-        // QEMU leads a session of its own (setsid at launch): the group reaches any helper it started.
-        _ = Native.kill(-Pid, Native.SIGKILL);
-        _ = Native.kill(Pid, Native.SIGKILL);
+        _launch.KillAll();
         await Exited.WaitAsync(KillTimeout, cancellationToken).ConfigureAwait(false);
     }
 

@@ -17,7 +17,7 @@ namespace Falk.Core.Backends.Qemu;
 /// own fresh overlay on that layer plus the saved guest: its disk is exactly the one the saved memory expects.
 /// One save per version and command runs at a time; every launch that needs it waits for that one.
 /// </summary>
-internal sealed class QemuResumeStates(FalkConfig config, QemuImg qemuImg, IProcessRunner runner, PortAllocator ports, SshReadiness ssh, ILogger logger)
+internal sealed class QemuResumeStates(FalkConfig config, QemuImg qemuImg, IProcessRunner runner, PortAllocator ports, SshReadiness ssh, QemuConfinement confinement, ILogger logger)
     : IAsyncDisposable
 {
     public const string SaverPrefix = "resume-";
@@ -168,7 +168,7 @@ internal sealed class QemuResumeStates(FalkConfig config, QemuImg qemuImg, IProc
             Directory.CreateDirectory(work);
             await qemuImg.CreateOverlayAsync(layerPartial, version, cancellationToken).ConfigureAwait(false);
             var spec = new MachineSpec(saverId, template, Manage: false, port.Value, OwnerUid: 0, new Dictionary<string, string>(), work, config.Daemon.InstanceId);
-            saver = new QemuMachine(spec, options with { Boot = QemuBoot.Cold }, layerPartial, version, versions, qemuImg, runner, logger);
+            saver = new QemuMachine(spec, options with { Boot = QemuBoot.Cold }, layerPartial, version, versions, qemuImg, runner, logger, confinement);
             QemuLog.ResumeStateSaving(logger, version, saverId, port.Value);
             await saver.LaunchAsync(cancellationToken).ConfigureAwait(false);
             var exited = saver.Exited!;

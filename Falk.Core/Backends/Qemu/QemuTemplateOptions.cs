@@ -22,7 +22,7 @@ public sealed partial record QemuTemplateOptions(
     /// <summary>Options Falk sets itself to control the machine; a command may not set them too.</summary>
     public static readonly IReadOnlyList<string> ReservedOptions = ["qmp", "qmp-pretty", "monitor", "serial", "pidfile", "name", "daemonize", "sandbox"];
 
-    public static BackendDescriptor Descriptor { get; } = new("qemu", Parse, SupportsManage: true);
+    public static BackendDescriptor Descriptor { get; } = new("qemu", Parse, SupportsManage: true, QemuDaemonOptions.Parse);
 
     /// <summary>How a machine's first launch starts its guest.</summary>
     public QemuBoot Boot { get; init; } = QemuBoot.Cold;

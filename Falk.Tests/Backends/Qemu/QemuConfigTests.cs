@@ -96,11 +96,11 @@ public sealed class QemuConfigTests
             "-hda", "/var/lib/falk,x/m1/overlay.qcow2",
             "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:7890-:22",
             "-name", "falk-m1",
-            "-chardev", "socket,id=falk-qmp,path=/var/lib/falk,,x/m1/qmp.sock,server=on,wait=off",
+            "-chardev", "socket,id=falk-qmp,path=/var/lib/falk,,x/m1/qemu/qmp.sock,server=on,wait=off",
             "-mon", "chardev=falk-qmp,mode=control",
-            "-chardev", "file,id=falk-serial,path=/var/lib/falk,,x/m1/console.log,append=on",
+            "-chardev", "socket,id=falk-serial,path=/var/lib/falk,,x/m1/qemu/console.sock,server=on,wait=on",
             "-serial", "chardev:falk-serial",
-            "-pidfile", "/var/lib/falk,x/m1/qemu.pid",
+            "-pidfile", "/var/lib/falk,x/m1/qemu/qemu.pid",
             "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
     }
 

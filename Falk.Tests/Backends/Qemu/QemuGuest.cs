@@ -1,3 +1,4 @@
+using Falk.Core.Backends.Qemu;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Falk.Core.Processes;
@@ -140,8 +141,11 @@ public sealed class QemuDaemonFixture : IAsyncLifetime
 
     public string BaseImage => Work.File("base.qcow2");
 
-    /// <summary>A second QMP monitor of the <c>monitored</c> template's QEMU: someone other than Falk at the controls.</summary>
-    public string OutsideMonitor => Work.File("outside.qmp");
+    /// <summary>
+    /// A second QMP monitor of the <c>monitored</c> template's QEMU: someone other than Falk at the controls. In a folder
+    /// of QEMU's user, who makes the socket.
+    /// </summary>
+    public string OutsideMonitor => Path.Combine(Work.File("qemu-user"), "outside.qmp");
 
     public string StateDirectory => Path.Combine(Daemon.Directory.Path, "state");
 
@@ -150,6 +154,8 @@ public sealed class QemuDaemonFixture : IAsyncLifetime
         var ct = TestContext.Current.CancellationToken;
         Guest = await QemuGuest.BuildAsync(ct);
         File.Copy(Guest.BaseImage, BaseImage);
+        Directory.CreateDirectory(Path.GetDirectoryName(OutsideMonitor)!);
+        await new ProcessRunner().RunAsync(new ProcessSpec(["chown", QemuDaemonOptions.DefaultUser + ":", Path.GetDirectoryName(OutsideMonitor)!]), TimeSpan.FromSeconds(10), ct);
         Daemon = await FalkDaemon.StartAsync(
             Guest.Template("guest", BaseImage) +
             Guest.Template("monitored", BaseImage, Guest.Command() + $" -chardev socket,id=outside,path={OutsideMonitor},server=on,wait=off -mon chardev=outside,mode=control") +

@@ -27,7 +27,7 @@ public sealed class QemuLifecycleTests(QemuDaemonFixture fixture) : IClassFixtur
         booted["state"]!.GetValue<string>().Should().Be("running");
         booted["ssh"]!["known_host_key"]!.GetValue<string>().Should().Contain(fixture.Guest.HostKey.PublicKeyLine.Split(' ')[1]);
         (await fixture.Guest.SshAsync(port, "chantal", "id -un; cat /proc/sys/kernel/hostname", ct)).Should().StartWith("chantal\n");
-        File.Exists(Path.Combine(work, "qmp.sock")).Should().BeTrue();
+        File.Exists(Path.Combine(work, "qemu", "qmp.sock")).Should().BeTrue();
         ProcessTable.WithArgument("falk-" + id).Should().ContainSingle("one QEMU process, named after the machine");
 
         await Client.DeleteMachineAsync(id, ct);
@@ -120,7 +120,7 @@ public sealed class QemuLifecycleTests(QemuDaemonFixture fixture) : IClassFixtur
         var ct = TestContext.Current.CancellationToken;
         var (id, port) = await BootAsync(ct);
         var work = Path.Combine(fixture.StateDirectory, "machines", id);
-        var pid = int.Parse(File.ReadAllText(Path.Combine(work, "qemu.pid")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
+        var pid = int.Parse(File.ReadAllText(Path.Combine(work, "qemu", "qemu.pid")).Trim(), System.Globalization.CultureInfo.InvariantCulture);
 
         Falk.Core.Unix.ProcessTree.Kill(pid);
 
