@@ -125,8 +125,7 @@ public sealed partial class QemuImageVersions : IDisposable
         await _commit.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            Directory.CreateDirectory(VersionsDirectory);
-            _confinement?.ShareImage(VersionsDirectory, folder: true);
+            CreateVersionsDirectory();
             var number = NextNumber();
             var name = $"v{number.ToString(CultureInfo.InvariantCulture)}";
             var final = Path.Combine(VersionsDirectory, name + ".qcow2");
@@ -206,7 +205,7 @@ public sealed partial class QemuImageVersions : IDisposable
     /// <summary>Paths (without extension) for a new saved guest of <paramref name="version"/> and command <paramref name="key"/>; the folder exists.</summary>
     public string NewResumeStem(string version, string key)
     {
-        Directory.CreateDirectory(VersionsDirectory);
+        CreateVersionsDirectory();
         return Path.Combine(VersionsDirectory, $"{Path.GetFileName(version)}.resume-{key}-{Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(4))}");
     }
 
@@ -261,6 +260,13 @@ public sealed partial class QemuImageVersions : IDisposable
             QemuLog.ResumeStateRemoved(_logger, BaseImage, state.State);
             RemoveUnused();
         }
+    }
+
+    /// <summary>The versions folder, made if missing; QEMU's group may pass through it to read the versions and layers.</summary>
+    private void CreateVersionsDirectory()
+    {
+        Directory.CreateDirectory(VersionsDirectory);
+        _confinement?.ShareImage(VersionsDirectory, folder: true);
     }
 
     private int NextNumber() =>
