@@ -84,12 +84,16 @@ public sealed class WarmPoolFiller(WarmPools pools, MachineService service, Mach
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
-    /// <summary>Wakes the loop when a pooled machine stops, fails or goes, so that it is replaced at once.</summary>
+    /// <summary>A pooled machine stopped, failed or went (it is replaced), or any machine went (its room may let a pool fill).</summary>
+    private static bool Concerns(MachineEvent e) =>
+        e.Type == MachineEventTypes.Destroyed || (e.OwnerUid == Caller.Daemon.Uid && EndOfLife.Contains(e.Type));
+
+    /// <summary>Wakes the loop when a pooled machine stops, fails or goes, so that it is replaced at once, and when room is freed.</summary>
     private async Task WatchAsync(CancellationToken stoppingToken)
     {
         try
         {
-            await foreach (var _ in events.SubscribeAsync(null, e => e.OwnerUid == Caller.Daemon.Uid && EndOfLife.Contains(e.Type), stoppingToken).ConfigureAwait(false))
+            await foreach (var _ in events.SubscribeAsync(null, Concerns, stoppingToken).ConfigureAwait(false))
             {
                 pools.Signal();
             }

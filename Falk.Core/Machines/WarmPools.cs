@@ -116,7 +116,7 @@ public sealed class WarmPools
                     pool.Ready.RemoveAt(0);
                     if (!IsAlive(next))
                     {
-                        _discarded.Add(next);
+                        Discard(next);
                         continue;
                     }
 
@@ -351,8 +351,7 @@ public sealed class WarmPools
                 foreach (var machine in pool.Ready.Where(m => !IsAlive(m)).ToList())
                 {
                     pool.Ready.Remove(machine);
-                    _discarded.Add(machine);
-                    WarmPoolLog.Dead(_logger, machine.Id, machine.Template.Id, machine.View().State.ToWire());
+                    Discard(machine);
                 }
             }
         }
@@ -377,6 +376,13 @@ public sealed class WarmPools
             _changed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             changed.TrySetResult();
         }
+    }
+
+    /// <summary>A waiting machine that died, failed or is being deleted: out of its pool, for the filler to destroy. Called under the lock.</summary>
+    private void Discard(Machine machine)
+    {
+        _discarded.Add(machine);
+        WarmPoolLog.Dead(_logger, machine.Id, machine.Template.Id, machine.View().State.ToWire());
     }
 
     private static bool IsAlive(Machine machine)
