@@ -382,7 +382,7 @@ public sealed class WarmPools
     private void Discard(Machine machine)
     {
         _discarded.Add(machine);
-        WarmPoolLog.Dead(_logger, machine.Id, machine.Template.Id, machine.View().State.ToWire());
+        WarmPoolLog.Dead(_logger, machine.Id, machine.Template.Id, machine.IsBeingDeleted ? "being deleted" : machine.View().State.ToWire());
     }
 
     private static bool IsAlive(Machine machine)

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Text.Json.Nodes;
-using Falk.Core.Waiting;
 using Falk.Tests.Fixtures;
 
 namespace Falk.Tests.Api;
@@ -232,30 +231,9 @@ public sealed class WarmPoolTests : IAsyncLifetime
             ssh_known_host_key_file = {_ssh.HostPublicKeyPath}
             """, ct, daemonExtra: daemonExtra, onShutdown: onShutdown, ports: ports);
 
-    private static async Task<JsonNode> InfoAsync(FalkDaemon daemon, CancellationToken ct)
-    {
-        using var response = await daemon.Client.GetAsync("v1/info", ct);
-        response.StatusCode.Should().Be(HttpStatusCode.OK);
-        return await response.JsonAsync(ct);
-    }
+    private static Task<JsonNode> InfoAsync(FalkDaemon daemon, CancellationToken ct) => daemon.Client.InfoAsync(ct);
 
     /// <summary>Waits until the pool of <c>warm</c> has <paramref name="count"/> machines ready; returns their ids.</summary>
-    private async Task<IReadOnlyList<string>> WaitForReadyAsync(FalkDaemon daemon, int count, CancellationToken ct, string template = "warm") =>
-        await Wait.UntilAsync(async token =>
-        {
-            var pool = (await InfoAsync(daemon, token))["pools"]!.AsArray().Single(p => p!["template"]!.GetValue<string>() == template)!;
-            var ready = pool["ready"]!.GetValue<int>();
-            if (ready != count || pool["filling"]!.GetValue<int>() != 0)
-            {
-                return ProbeOutcome.NotYet<IReadOnlyList<string>>($"{ready} ready, {pool["filling"]} filling");
-            }
-
-            var pooled = (await daemon.Client.ListAsync(token))
-                .Where(m => m!["owner_uid"]!.GetValue<int>() == -1 && m["template"]!.GetValue<string>() == template && m["state"]!.GetValue<string>() == "running")
-                .Select(m => Remember(m!))
-                .ToList();
-            return pooled.Count == count
-                ? ProbeOutcome.Done<IReadOnlyList<string>>(pooled)
-                : ProbeOutcome.NotYet<IReadOnlyList<string>>($"{pooled.Count} pooled machines listed");
-        }, TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(30), $"{count} machines ready in the warm pool of {template}", ct);
+    private async Task<IReadOnlyList<string>> WaitForReadyAsync(FalkDaemon daemon, int count, CancellationToken ct) =>
+        (await daemon.Client.WaitForPoolAsync("warm", count, ct)).Select(Remember).ToList();
 }
