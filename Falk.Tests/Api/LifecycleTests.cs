@@ -114,7 +114,11 @@ public sealed class LifecycleTests(SshdDaemonFixture fixture) : IClassFixture<Ss
     public async Task Two_concurrent_boots_of_one_machine_launch_it_once_and_the_loser_gets_409_while_it_boots_or_200_once_it_runs()
     {
         var ct = TestContext.Current.CancellationToken;
-        var id = (await Client.CreateAsync("sshd", ct))["id"]!.GetValue<string>();
+        var created = await Client.CreateAsync("sshd", ct);
+        var id = created["id"]!.GetValue<string>();
+
+        // sshd rewrites its environment: its port tells which is this machine's.
+        var sshdOfMachine = $"-p {created["ssh"]!["port"]} -f {fixture.Ssh.ConfigPath}";
 
         var boots = await Task.WhenAll(
             Client.PostAsync($"v1/machines/{id}/boot?wait=ssh&timeout=30", null, ct),
@@ -130,11 +134,11 @@ public sealed class LifecycleTests(SshdDaemonFixture fixture) : IClassFixture<Ss
             boots.Select(r => r.StatusCode).Should().Equal(HttpStatusCode.OK, HttpStatusCode.OK);
         }
 
-        Falk.Core.Unix.ProcessTree.WithEnvironment("FALK_MACHINE_ID", id).Should().ContainSingle("the machine is launched once");
+        ProcessTable.WithArgument(sshdOfMachine).Should().ContainSingle("the machine is launched once");
 
         // Once it runs and SSH was verified, another boot answers at once, launching nothing.
         (await Client.BootAsync(id, ct))["state"]!.GetValue<string>().Should().Be("running");
-        Falk.Core.Unix.ProcessTree.WithEnvironment("FALK_MACHINE_ID", id).Should().ContainSingle();
+        ProcessTable.WithArgument(sshdOfMachine).Should().ContainSingle();
         await Client.DeleteMachineAsync(id, ct);
     }
 
