@@ -26,25 +26,15 @@ public static class PodmanBenchmark
     public static async Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
     {
         var runs = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 20;
-        var root = RepositoryRoot();
-        var containersConf = Path.Combine(root, "images", "podman", "containers.conf");
-        var runner = new ProcessRunner();
-        await runner.RunAsync(new ProcessSpec([Path.Combine(root, "images", "podman", "build-image.sh")]), TimeSpan.FromMinutes(10), cancellationToken);
-        var imageDirectory = Path.Combine(Environment.GetEnvironmentVariable("FALK_IMAGE_DIR") ?? "/var/cache/falk-test-images", "podman");
-        var hostKey = HostKey.TryParse(await File.ReadAllTextAsync(Path.Combine(imageDirectory, "ssh_host_ed25519_key.pub"), cancellationToken), out _)!;
-        const string image = "localhost/falk-test-sshd:latest";
+        var hostKey = await BuildImageAsync(cancellationToken);
+        const string image = TestImage;
 
         var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
         var instance = "falk-bench-" + Guid.NewGuid().ToString("N")[..8];
         var podmanSocket = Path.Combine(work, "podman.sock");
-        var service = runner.Start(new ProcessSpec(["podman", "system", "service", "--time=0", "unix://" + podmanSocket])
-        {
-            Environment = new Dictionary<string, string?> { ["CONTAINERS_CONF"] = containersConf },
-            OwnProcessGroup = true,
-        });
+        var service = await StartServiceAsync(podmanSocket, cancellationToken);
         try
         {
-            await WaitForSocketAsync(podmanSocket, cancellationToken);
             using var docker = new DockerClientBuilder().WithEndpoint(new Uri("unix://" + podmanSocket)).WithApiVersion(new Version(1, 41)).Build();
             var imageId = (await docker.Images.InspectImageAsync(image, cancellationToken)).ID;
 
@@ -151,6 +141,36 @@ public static class PodmanBenchmark
         await docker.Containers.RemoveContainerAsync(created.ID, new ContainerRemoveParameters { Force = true }, cancellationToken);
         Phases.Add(("direct", create, boot - create, watch.Elapsed.TotalMilliseconds - boot));
         return watch.Elapsed.TotalMilliseconds;
+    }
+
+    internal const string TestImage = "localhost/falk-test-sshd:latest";
+
+    /// <summary>Builds (or finds cached) the test image; returns the host key baked into it.</summary>
+    internal static async Task<HostKey> BuildImageAsync(CancellationToken cancellationToken)
+    {
+        await new ProcessRunner().RunAsync(new ProcessSpec([Path.Combine(RepositoryRoot(), "images", "podman", "build-image.sh")]), TimeSpan.FromMinutes(10), cancellationToken);
+        var imageDirectory = Path.Combine(Environment.GetEnvironmentVariable("FALK_IMAGE_DIR") ?? "/var/cache/falk-test-images", "podman");
+        return HostKey.TryParse(await File.ReadAllTextAsync(Path.Combine(imageDirectory, "ssh_host_ed25519_key.pub"), cancellationToken), out _)!;
+    }
+
+    /// <summary><c>podman system service</c> of the benchmark's own on <paramref name="podmanSocket"/>, with the tests' containers.conf, answering.</summary>
+    internal static async Task<RunningProcess> StartServiceAsync(string podmanSocket, CancellationToken cancellationToken)
+    {
+        var service = new ProcessRunner().Start(new ProcessSpec(["podman", "system", "service", "--time=0", "unix://" + podmanSocket])
+        {
+            Environment = new Dictionary<string, string?> { ["CONTAINERS_CONF"] = Path.Combine(RepositoryRoot(), "images", "podman", "containers.conf") },
+            OwnProcessGroup = true,
+        });
+        try
+        {
+            await WaitForSocketAsync(podmanSocket, cancellationToken);
+            return service;
+        }
+        catch
+        {
+            await service.DisposeAsync();
+            throw;
+        }
     }
 
     private static async Task<string> PodmanVersionAsync(DockerClient docker, CancellationToken cancellationToken) =>
