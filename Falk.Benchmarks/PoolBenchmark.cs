@@ -101,8 +101,12 @@ public static class PoolBenchmark
             await using (daemon)
             {
                 await MeasureAsync(client, $"podman backend ({PodmanBenchmark.TestImage}), pool_size = {poolSize}", "sshd", runs, poolSize, cancellationToken);
+                // Each machine is a container named after it; the pooled ones are the daemon's (owner -1).
+                using var list = await client.GetAsync("v1/machines", cancellationToken);
+                var pooledIds = JsonNode.Parse(await list.Content.ReadAsStringAsync(cancellationToken))!.AsArray()
+                    .Where(m => m!["owner_uid"]!.GetValue<int>() == -1).Select(m => m!["id"]!.GetValue<string>()).ToList();
                 var stats = await new Falk.Core.Processes.ProcessRunner().RunAsync(new Falk.Core.Processes.ProcessSpec(
-                    ["podman", "--url", "unix://" + podmanSocket, "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.CPU}}"]), TimeSpan.FromMinutes(1), cancellationToken);
+                    ["podman", "--url", "unix://" + podmanSocket, "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.CPU}}", .. pooledIds]), TimeSpan.FromMinutes(1), cancellationToken);
                 Console.WriteLine($"idle pool: podman stats of its {poolSize} containers (name, memory, cpu):");
                 Console.WriteLine(stats.StdoutTail.TrimEnd());
             }
