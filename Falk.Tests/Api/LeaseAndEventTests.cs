@@ -221,10 +221,10 @@ public sealed class LeaseAndEventTests
         }
     }
 
-    private sealed record Sse(long Id, string Type, JsonNode Data);
+    internal sealed record Sse(long Id, string Type, JsonNode Data);
 
     /// <summary>Reads server-sent events until <paramref name="expected"/> or the stream goes quiet for <paramref name="quiet"/> (two seconds).</summary>
-    private static async Task<List<Sse>> ReadEventsAsync(HttpClient client, long? lastEventId, int expected, CancellationToken ct, TimeSpan? quiet = null)
+    internal static async Task<List<Sse>> ReadEventsAsync(HttpClient client, long? lastEventId, int expected, CancellationToken ct, TimeSpan? quiet = null)
     {
         var quietFor = quiet ?? TimeSpan.FromSeconds(2);
         using var request = new HttpRequestMessage(HttpMethod.Get, "v1/events");

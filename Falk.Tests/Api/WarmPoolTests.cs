@@ -51,6 +51,14 @@ public sealed class WarmPoolTests : IAsyncLifetime
         SshdOf(id).Should().Equal(sshd, "a running, verified machine is never launched twice");
         (await MachineSsh.RunAsync(machine, _ssh.User, _ssh.ClientKeyPath, "echo hello from the pool", ct)).Should().Be("hello from the pool");
 
+        // The event stream tells the machine's story: it joined the pool (the daemon's), then was handed out to the client.
+        var story = (await LeaseAndEventTests.ReadEventsAsync(daemon.Client, 0, 1_000, ct, quiet: TimeSpan.FromSeconds(1)))
+            .Where(e => e.Data["machine_id"]!.GetValue<string>() == id).ToList();
+        story.Select(e => e.Type).Should().ContainInOrder("created", "ready", "running", "pooled", "created");
+        story.Single(e => e.Type == "pooled").Data["owner_uid"]!.GetValue<int>().Should().Be(-1);
+        story.Last(e => e.Type == "created").Data["detail"]!.GetValue<string>().Should().Be("warm pool");
+        story.Last(e => e.Type == "created").Data["state"]!.GetValue<string>().Should().Be("running");
+
         var refilled = await WaitForReadyAsync(daemon, 2, ct);
         refilled.Should().NotContain(id);
         var info = await InfoAsync(daemon, ct);
