@@ -18,7 +18,7 @@ public static class WarmPoolApi
     /// Waits until the pool of <paramref name="template"/> has exactly <paramref name="count"/> machines ready and none
     /// filling; returns them as <c>GET /v1/machines</c> lists them (owned by the daemon, uid -1, and running).
     /// </summary>
-    public static Task<IReadOnlyList<JsonNode>> WaitForPoolAsync(this HttpClient client, string template, int count, CancellationToken ct) =>
+    public static Task<IReadOnlyList<JsonNode>> WaitForPoolAsync(this HttpClient client, string template, int count, CancellationToken ct, TimeSpan? timeout = null) =>
         Wait.UntilAsync(async token =>
         {
             var pool = (await client.InfoAsync(token))["pools"]!.AsArray().Single(p => p!["template"]!.GetValue<string>() == template)!;
@@ -35,5 +35,5 @@ public static class WarmPoolApi
             return pooled.Count == count
                 ? ProbeOutcome.Done<IReadOnlyList<JsonNode>>(pooled)
                 : ProbeOutcome.NotYet<IReadOnlyList<JsonNode>>($"{pooled.Count} pooled machines listed");
-        }, TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(60), $"{count} machines ready in the warm pool of {template}", ct);
+        }, TimeSpan.FromMilliseconds(50), timeout ?? TimeSpan.FromSeconds(60), $"{count} machines ready in the warm pool of {template}", ct);
 }
