@@ -102,7 +102,14 @@ public sealed class MachineService(
             }
             catch (CapacityExhaustedException) when (admission.RoomIfFreed(candidates, owner) is { } helps && pools.TakeForEviction(helps) is { } pooled)
             {
-                await destruction.DestroyAsync(pooled, cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    await destruction.DestroyAsync(pooled, cancellationToken).ConfigureAwait(false);
+                }
+                finally
+                {
+                    pools.Evicted(pooled);
+                }
             }
         }
     }

@@ -43,6 +43,7 @@ public sealed class WarmPools
     private readonly Dictionary<string, Pool> _pools = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _generations = new(StringComparer.Ordinal);
     private readonly List<Machine> _discarded = [];
+    private readonly HashSet<Machine> _evicting = [];
     private readonly Dictionary<string, IMachineBackend> _backends;
     private readonly Admission _admission;
     private readonly MachineTable _table;
@@ -188,15 +189,33 @@ public sealed class WarmPools
                 machine = pool.Ready[^1];
                 pool.Ready.RemoveAt(pool.Ready.Count - 1);
             }
+            else
+            {
+                // One being filled: marked, under the lock, so that its fill cannot confirm it before the destroy begins.
+                machine = _table.All.FirstOrDefault(m => m.IsPooled && helps(m.Template) && !m.IsBeingDeleted && !_evicting.Contains(m)
+                    && !_pools.Values.Any(p => p.Ready.Contains(m)));
+                if (machine is not null)
+                {
+                    _evicting.Add(machine);
+                }
+            }
         }
 
-        machine ??= _table.All.FirstOrDefault(m => m.IsPooled && helps(m.Template) && !m.IsBeingDeleted);
         if (machine is not null)
         {
             WarmPoolLog.Evicted(_logger, machine.Id, machine.Template.Id);
         }
 
         return machine;
+    }
+
+    /// <summary>The destroy of a machine <see cref="TakeForEviction"/> gave has ended.</summary>
+    internal void Evicted(Machine machine)
+    {
+        lock (_lock)
+        {
+            _evicting.Remove(machine);
+        }
     }
 
     /// <summary>
@@ -254,7 +273,8 @@ public sealed class WarmPools
             var pool = _pools[machine.Template.Id];
             pool.Filling--;
             Signal();
-            if (generation != _generations.GetValueOrDefault(pool.Scope) || !IsAlive(machine) || pool.Ready.Count >= machine.Template.PoolSize)
+            if (generation != _generations.GetValueOrDefault(pool.Scope) || _evicting.Contains(machine) || !IsAlive(machine)
+                || pool.Ready.Count >= machine.Template.PoolSize)
             {
                 return false;
             }
