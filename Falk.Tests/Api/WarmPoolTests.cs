@@ -182,6 +182,24 @@ public sealed class WarmPoolTests : IAsyncLifetime
     }
 
     [Fact(Timeout = 90_000)]
+    public async Task After_kill_9_a_pooled_machine_that_died_meanwhile_is_cleaned_up_the_live_one_rejoins_and_the_pool_refills()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var daemon = await StartAsync(poolSize: 2, ct, onShutdown: "keep");
+        var waiting = await WaitForReadyAsync(daemon, 2, ct);
+        await daemon.SignalDaemonOnlyAsync(kill: true, ct);
+        var (victim, survivor) = (waiting[0], waiting[1]);
+        Falk.Core.Unix.ProcessTree.Kill(SshdOf(victim).Single());
+
+        await daemon.StartProcessAsync(ct);
+
+        var pool = await WaitForReadyAsync(daemon, 2, ct);
+        pool.Should().Contain(survivor).And.NotContain(victim);
+        (await daemon.Client.ListAsync(ct)).Select(m => m!["id"]!.GetValue<string>()).Should().NotContain(victim, "its record was cleaned up");
+        Directory.Exists(daemon.Directory.File($"state/machines/{victim}")).Should().BeFalse();
+    }
+
+    [Fact(Timeout = 90_000)]
     public async Task With_on_shutdown_destroy_the_pool_goes_with_the_daemon_and_a_create_with_an_idempotency_key_is_answered_once()
     {
         var ct = TestContext.Current.CancellationToken;
