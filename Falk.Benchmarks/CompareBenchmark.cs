@@ -24,7 +24,7 @@ namespace Falk.Benchmarks;
 /// </summary>
 public static class CompareBenchmark
 {
-    private const string Image = "localhost/falk-test-sshd:latest";
+    private const string Image = PodmanBenchmark.TestImage;
     private const string InstanceLabel = "org.falk.instance";
     private const int WarmUp = 2;
 
@@ -34,17 +34,14 @@ public static class CompareBenchmark
     public static async Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
     {
         var runs = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 10;
-        var root = PodmanBenchmark.RepositoryRoot();
-        var runner = new ProcessRunner();
-        await runner.RunAsync(new ProcessSpec([Path.Combine(root, "images", "podman", "build-image.sh")]), TimeSpan.FromMinutes(10), cancellationToken);
+        var hostKey = await PodmanBenchmark.BuildImageAsync(cancellationToken);
         var imageDirectory = Path.Combine(Environment.GetEnvironmentVariable("FALK_IMAGE_DIR") ?? "/var/cache/falk-test-images", "podman");
-        var hostKey = HostKey.TryParse(await File.ReadAllTextAsync(Path.Combine(imageDirectory, "ssh_host_ed25519_key.pub"), cancellationToken), out _)!;
         var clientKey = Path.Combine(imageDirectory, "id_ed25519");
 
         var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
         var instance = "falk-bench-" + Guid.NewGuid().ToString("N")[..8];
         var podmanSocket = Path.Combine(work, "podman.sock");
-        var service = await PodmanBenchmark.StartServiceAsync(runner, root, podmanSocket, cancellationToken);
+        var service = await PodmanBenchmark.StartServiceAsync(podmanSocket, cancellationToken);
         try
         {
             using var docker = new DockerClientBuilder().WithEndpoint(new Uri("unix://" + podmanSocket)).WithApiVersion(new Version(1, 41)).Build();
@@ -69,7 +66,7 @@ public static class CompareBenchmark
             var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);
             await using (daemon)
             {
-                var job = new SshJob(runner, clientKey, work);
+                var job = new SshJob(new ProcessRunner(), clientKey, work);
                 var falk = new List<Lifecycle>();
                 var direct = new List<Lifecycle>();
                 for (var i = 0; i < runs + WarmUp; i++)

@@ -23,7 +23,7 @@ public static class LxdBenchmark
 
         var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
         var podmanSocket = Path.Combine(work, "podman.sock");
-        var service = await PodmanBenchmark.StartServiceAsync(runner, root, podmanSocket, cancellationToken);
+        var service = await PodmanBenchmark.StartServiceAsync(podmanSocket, cancellationToken);
         try
         {
             var socket = Path.Combine(work, "falk.sock");

@@ -26,17 +26,13 @@ public static class PodmanBenchmark
     public static async Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
     {
         var runs = args.Length > 0 ? int.Parse(args[0], CultureInfo.InvariantCulture) : 20;
-        var root = RepositoryRoot();
-        var runner = new ProcessRunner();
-        await runner.RunAsync(new ProcessSpec([Path.Combine(root, "images", "podman", "build-image.sh")]), TimeSpan.FromMinutes(10), cancellationToken);
-        var imageDirectory = Path.Combine(Environment.GetEnvironmentVariable("FALK_IMAGE_DIR") ?? "/var/cache/falk-test-images", "podman");
-        var hostKey = HostKey.TryParse(await File.ReadAllTextAsync(Path.Combine(imageDirectory, "ssh_host_ed25519_key.pub"), cancellationToken), out _)!;
-        const string image = "localhost/falk-test-sshd:latest";
+        var hostKey = await BuildImageAsync(cancellationToken);
+        const string image = TestImage;
 
         var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
         var instance = "falk-bench-" + Guid.NewGuid().ToString("N")[..8];
         var podmanSocket = Path.Combine(work, "podman.sock");
-        var service = await StartServiceAsync(runner, root, podmanSocket, cancellationToken);
+        var service = await StartServiceAsync(podmanSocket, cancellationToken);
         try
         {
             using var docker = new DockerClientBuilder().WithEndpoint(new Uri("unix://" + podmanSocket)).WithApiVersion(new Version(1, 41)).Build();
@@ -147,20 +143,27 @@ public static class PodmanBenchmark
         return watch.Elapsed.TotalMilliseconds;
     }
 
-    private static async Task<string> PodmanVersionAsync(DockerClient docker, CancellationToken cancellationToken) =>
-        (await docker.System.GetVersionAsync(cancellationToken)).Version;
+    internal const string TestImage = "localhost/falk-test-sshd:latest";
 
-    /// <summary>A <c>podman system service</c> of the benchmark's own on <paramref name="socket"/>, with the test image's containers.conf, answering.</summary>
-    internal static async Task<RunningProcess> StartServiceAsync(ProcessRunner runner, string root, string socket, CancellationToken cancellationToken)
+    /// <summary>Builds (or finds cached) the test image; returns the host key baked into it.</summary>
+    internal static async Task<HostKey> BuildImageAsync(CancellationToken cancellationToken)
     {
-        var service = runner.Start(new ProcessSpec(["podman", "system", "service", "--time=0", "unix://" + socket])
+        await new ProcessRunner().RunAsync(new ProcessSpec([Path.Combine(RepositoryRoot(), "images", "podman", "build-image.sh")]), TimeSpan.FromMinutes(10), cancellationToken);
+        var imageDirectory = Path.Combine(Environment.GetEnvironmentVariable("FALK_IMAGE_DIR") ?? "/var/cache/falk-test-images", "podman");
+        return HostKey.TryParse(await File.ReadAllTextAsync(Path.Combine(imageDirectory, "ssh_host_ed25519_key.pub"), cancellationToken), out _)!;
+    }
+
+    /// <summary><c>podman system service</c> of the benchmark's own on <paramref name="podmanSocket"/>, with the tests' containers.conf, answering.</summary>
+    internal static async Task<RunningProcess> StartServiceAsync(string podmanSocket, CancellationToken cancellationToken)
+    {
+        var service = new ProcessRunner().Start(new ProcessSpec(["podman", "system", "service", "--time=0", "unix://" + podmanSocket])
         {
-            Environment = new Dictionary<string, string?> { ["CONTAINERS_CONF"] = Path.Combine(root, "images", "podman", "containers.conf") },
+            Environment = new Dictionary<string, string?> { ["CONTAINERS_CONF"] = Path.Combine(RepositoryRoot(), "images", "podman", "containers.conf") },
             OwnProcessGroup = true,
         });
         try
         {
-            await WaitForSocketAsync(socket, cancellationToken);
+            await WaitForSocketAsync(podmanSocket, cancellationToken);
             return service;
         }
         catch
@@ -169,6 +172,9 @@ public static class PodmanBenchmark
             throw;
         }
     }
+
+    private static async Task<string> PodmanVersionAsync(DockerClient docker, CancellationToken cancellationToken) =>
+        (await docker.System.GetVersionAsync(cancellationToken)).Version;
 
     internal static async Task WaitForSocketAsync(string path, CancellationToken cancellationToken) =>
         await Wait.UntilAsync(async ct =>

@@ -12,6 +12,7 @@ var benchmarks = new Dictionary<string, Func<string[], CancellationToken, Task<i
     ["protocol"] = ProtocolBenchmark.RunAsync,
     ["lxd"] = LxdBenchmark.RunAsync,
     ["startup"] = StartupBenchmark.RunAsync,
+    ["pool"] = PoolBenchmark.RunAsync,
 };
 
 if (args.Length == 0 || !benchmarks.TryGetValue(args[0], out var run))

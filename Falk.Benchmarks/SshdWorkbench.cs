@@ -36,12 +36,13 @@ internal sealed class SshdWorkbench : IAsyncDisposable
 
     /// <param name="ports">The vm_ports range, e.g. <c>[27800,27899]</c>.</param>
     /// <param name="daemonLog">A file that gets falkd's output (kept after the bench), or null for none.</param>
-    public static async Task<SshdWorkbench> StartAsync(string ports, CancellationToken cancellationToken, TextWriter? daemonLog = null)
+    /// <param name="poolSize">When above 0, a second template <c>warm</c>, the same as <c>sshd</c> with a warm pool of this size.</param>
+    public static async Task<SshdWorkbench> StartAsync(string ports, CancellationToken cancellationToken, TextWriter? daemonLog = null, int poolSize = 0)
     {
         var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
         try
         {
-            var (config, socket, hostKey, sshdConfig) = await WriteConfigAsync(work, ports, cancellationToken);
+            var (config, socket, hostKey, sshdConfig) = await WriteConfigAsync(work, ports, cancellationToken, poolSize);
             var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(2));
             var daemon = await LocalFalkd.StartAsync(config, client, daemonLog is null ? null : daemonLog.WriteLine, cancellationToken);
             var key = HostKey.TryParse(await File.ReadAllTextAsync(hostKey + ".pub", cancellationToken), out _)!;
@@ -55,7 +56,7 @@ internal sealed class SshdWorkbench : IAsyncDisposable
     }
 
     /// <summary>Writes the sshd host key, sshd_config and falk.conf into <paramref name="work"/>.</summary>
-    public static async Task<(string Config, string Socket, string HostKey, string SshdConfig)> WriteConfigAsync(string work, string ports, CancellationToken cancellationToken)
+    public static async Task<(string Config, string Socket, string HostKey, string SshdConfig)> WriteConfigAsync(string work, string ports, CancellationToken cancellationToken, int poolSize = 0)
     {
         var hostKey = Path.Combine(work, "host_key");
         await new ProcessRunner().RunAsync(new ProcessSpec(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey]), TimeSpan.FromSeconds(30), cancellationToken);
@@ -64,6 +65,13 @@ internal sealed class SshdWorkbench : IAsyncDisposable
         await File.WriteAllTextAsync(sshdConfig, $"HostKey {hostKey}\nListenAddress 127.0.0.1\nPidFile none\nUsePAM no\n", cancellationToken);
         var socket = Path.Combine(work, "falk.sock");
         var config = Path.Combine(work, "falk.conf");
+        var template = $"""
+            type = custom
+            launch = /usr/sbin/sshd -D -e -p {"{SSHPORT}"} -f {sshdConfig}
+            ssh_user = root
+            ssh_host = 127.0.0.1
+            ssh_known_host_key_file = {hostKey}.pub
+            """;
         await File.WriteAllTextAsync(config, $"""
             [falk]
             control_socket = {socket}
@@ -71,11 +79,8 @@ internal sealed class SshdWorkbench : IAsyncDisposable
             vm_ports = {ports}
             on_shutdown = destroy
             [sshd]
-            type = custom
-            launch = /usr/sbin/sshd -D -e -p {"{SSHPORT}"} -f {sshdConfig}
-            ssh_user = root
-            ssh_host = 127.0.0.1
-            ssh_known_host_key_file = {hostKey}.pub
+            {template}
+            {(poolSize > 0 ? $"[warm]\n{template}\npool_size = {poolSize}" : string.Empty)}
             """, cancellationToken);
         return (config, socket, hostKey, sshdConfig);
     }

@@ -18,12 +18,12 @@ public static class InfoEndpoints
         var group = app.MapGroup("/v1/info").WithTags("Daemon");
         group.MapGet("/", GetInfo)
             .WithName("GetInfo")
-            .WithSummary("Daemon name, version, API version, backends and capacity in use")
+            .WithSummary("Daemon name, version, API version, backends, capacity in use and warm pools")
             .ProducesProblem(StatusCodes.Status403Forbidden);
         return group;
     }
 
-    internal static Ok<InfoResponse> GetInfo(FalkConfig config, MachineService machines)
+    internal static Ok<InfoResponse> GetInfo(FalkConfig config, MachineService machines, WarmPools pools)
     {
         var capacity = machines.Capacity;
         return TypedResults.Ok(new InfoResponse(
@@ -31,6 +31,7 @@ public static class InfoEndpoints
             DaemonVersion,
             ApiVersion,
             machines.BackendTypes.Order(StringComparer.Ordinal).ToList(),
-            new CapacityResponse(capacity.Machines, capacity.MaxMachines, capacity.PortsInUse, capacity.PortsTotal)));
+            new CapacityResponse(capacity.Machines, capacity.MaxMachines, capacity.PortsInUse, capacity.PortsTotal),
+            pools.Views.Select(p => new WarmPoolResponse(p.Template, p.Size, p.Ready, p.Filling)).ToList()));
     }
 }

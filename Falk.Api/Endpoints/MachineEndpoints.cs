@@ -22,6 +22,9 @@ public static class MachineEndpoints
         group.MapPost("/", CreateMachine)
             .WithName("CreateMachine")
             .WithSummary("Allocate a port and prepare a machine of a template")
+            .WithDescription("A template with a warm pool (pool_size) hands out a machine that is already running and SSH-verified: "
+                + "the answer says state running, and a boot of it answers at once. Otherwise the machine is prepared. "
+                + "Management machines are always made afresh.")
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
@@ -41,6 +44,9 @@ public static class MachineEndpoints
         group.MapPost("/{id}/boot", BootMachine)
             .WithName("BootMachine")
             .WithSummary("Launch a machine; with wait=ssh answer once SSH presents the expected host key")
+            .WithDescription("A machine that is running and whose SSH server was already seen with its host key (one from a warm pool, "
+                + "or one booted with wait=ssh before) answers 200 at once and nothing is launched again. A machine that is booting, "
+                + "or running without that check, answers 409.")
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)

@@ -72,6 +72,12 @@ public static partial class ConfigLoader
             }
         }
 
+        var pooled = templates.Sum(t => t.PoolSize);
+        if (pooled > daemon.MaxMachines)
+        {
+            errors.Add($"{fullPath}: pool_size: the templates' warm pools hold {pooled} machines, more than max_machines ({daemon.MaxMachines}) allows");
+        }
+
         if (errors.Count > 0)
         {
             throw new ConfigException(errors);
@@ -228,6 +234,17 @@ public static partial class ConfigLoader
         var sshHost = ResolveSshHost(reader, backend);
         var sshPort = reader.Number("ssh_port", 1, 65535);
         var maxMachines = reader.Number("max_machines", 1, 10_000);
+        var poolSize = reader.Number("pool_size", 0, 10_000) ?? 0;
+        if (poolSize > 0 && maxMachines < poolSize)
+        {
+            reader.Error("pool_size", $"{poolSize} is more than the template's max_machines ({maxMachines})");
+        }
+
+        if (poolSize > 1 && sshPort is not null)
+        {
+            reader.Error("pool_size", $"{poolSize} machines cannot share the fixed ssh_port {sshPort}: a pool of more than one takes its ports from vm_ports");
+        }
+
         var hostKeys = ReadHostKeys(reader, backend.PinnedKeySource is null ? warnings : null);
         var backendOptions = backend.ParseOptions(reader);
 
@@ -246,6 +263,7 @@ public static partial class ConfigLoader
             SshHost = sshHost,
             SshPort = sshPort,
             MaxMachines = maxMachines,
+            PoolSize = poolSize,
             KnownHostKeys = hostKeys,
             ManageSupported = backend.SupportsManage,
             BackendOptions = backendOptions,

@@ -133,6 +133,12 @@ public sealed record TemplateDefinition
     /// <summary>Machines of this template alive at once; null for no limit of its own.</summary>
     public int? MaxMachines { get; init; }
 
+    /// <summary>
+    /// Machines of this template Falk keeps booted and SSH-verified, owned by itself, for creates to take at once
+    /// (its warm pool); 0 for none.
+    /// </summary>
+    public int PoolSize { get; init; }
+
     /// <summary>A fixed SSH port; null means one is taken from <c>vm_ports</c> per machine.</summary>
     public int? SshPort { get; init; }
 

@@ -118,10 +118,55 @@ public sealed class Admission
         return new AdmissionReservation(this, template, owner, port, image, machineId);
     }
 
+    /// <summary>
+    /// After a refusal for <paramref name="owner"/>: which pooled machines (of which templates) would make room if they
+    /// were destroyed. Null when none would: the owner is at its own limit, which pooled machines do not count in.
+    /// </summary>
+    internal Func<TemplateDefinition, bool>? RoomIfFreed(IReadOnlyList<TemplateDefinition> candidates, Caller owner)
+    {
+        lock (_lock)
+        {
+            if (OwnerLimit(owner) is { } ownerLimit && _machinesByOwner.GetValueOrDefault(owner.Uid) >= ownerLimit)
+            {
+                return null;
+            }
+
+            // Out of machines or ports: any pooled machine frees one. Otherwise a template's own limit: only its own do.
+            return _machineCount >= _config.Daemon.MaxMachines || _ports.InUseCount >= _ports.Range.Count
+                ? _ => true
+                : t => candidates.Any(c => c.Id == t.Id);
+        }
+    }
+
+    /// <summary>
+    /// A machine from a warm pool changes hands: it now counts for <paramref name="owner"/>, within that owner's limit
+    /// (max_machines_per_owner). Throws, changing nothing, when the owner has no room.
+    /// </summary>
+    internal void HandOver(AdmissionReservation reservation, Caller caller)
+    {
+        lock (_lock)
+        {
+            var owner = caller.Uid;
+            var ofOwner = _machinesByOwner.GetValueOrDefault(owner);
+            if (OwnerLimit(caller) is { } ownerLimit && ofOwner >= ownerLimit)
+            {
+                throw new CapacityExhaustedException($"uid {owner} already has {ofOwner} machines (max_machines_per_owner: {ownerLimit})", RetryAfter);
+            }
+
+            _machinesByOwner[reservation.Owner]--;
+            _machinesByOwner[owner] = ofOwner + 1;
+            reservation.Owner = owner;
+        }
+    }
+
+    /// <summary>What a management machine of <paramref name="template"/> edits (and its commit replaces): templates on one image share it.</summary>
+    internal static string ImageOf(TemplateDefinition template, IReadOnlyDictionary<string, IMachineBackend> backends) =>
+        $"{template.Type}:{(backends.TryGetValue(template.Type, out var backend) ? backend.ManagementScope(template) : template.Id)}";
+
     /// <summary>One management machine per image: a second one would edit the same image.</summary>
     private string ClaimManagement(TemplateDefinition template, string machineId, bool check)
     {
-        var image = $"{template.Type}:{(_backends.TryGetValue(template.Type, out var backend) ? backend.ManagementScope(template) : template.Id)}";
+        var image = ImageOf(template, _backends);
         if (check && _managementByImage.TryGetValue(image, out var holder))
         {
             throw new ManagementConflictException(holder.Template == template.Id
@@ -179,7 +224,8 @@ public sealed class AdmissionReservation
 
     internal TemplateDefinition Template { get; }
 
-    internal int Owner { get; }
+    /// <summary>Whose count the machine is in; changed only by <see cref="Admission.HandOver"/>, under its lock.</summary>
+    internal int Owner { get; set; }
 
     internal string? ManagedImage { get; }
 

@@ -40,13 +40,15 @@ public sealed class Machine
 
     public bool Manage { get; }
 
-    public int OwnerUid { get; }
+    /// <summary>Who the machine belongs to; <see cref="Caller.Daemon"/> while it waits in a warm pool, the client's once handed out.</summary>
+    public int OwnerUid { get; internal set; }
 
     public int SshPort => Reservation.Port;
 
-    public IReadOnlyDictionary<string, string> Labels { get; }
+    public IReadOnlyDictionary<string, string> Labels { get; internal set; }
 
-    public DateTimeOffset CreatedAt { get; }
+    /// <summary>When a client got it: when it was made, or, for a machine from a warm pool, when it was handed out.</summary>
+    public DateTimeOffset CreatedAt { get; internal set; }
 
     internal IMachineInstance Instance { get; }
 
@@ -59,7 +61,10 @@ public sealed class Machine
     internal AdmissionReservation Reservation { get; }
 
     /// <summary>The client's key for the create that made this machine, if it gave one.</summary>
-    internal string? IdempotencyKey { get; }
+    internal string? IdempotencyKey { get; set; }
+
+    /// <summary>Whether the machine waits in (or is being made for) a warm pool: the daemon owns it and no client has it yet.</summary>
+    internal bool IsPooled => OwnerUid == Caller.Daemon.Uid && !Manage;
 
     /// <summary>The keys the SSH server must present: learned by the backend, else the template's.</summary>
     internal IReadOnlyList<HostKey> PinnedHostKeys { get; }
@@ -96,6 +101,12 @@ public sealed class Machine
     }
 
     internal HostKey? ObservedHostKey { get; set; }
+
+    /// <summary>The launch (its <see cref="IMachineInstance.Exited"/>) whose SSH server was seen presenting a pinned key; null until one was.</summary>
+    internal Task<MachineExit>? SshVerifiedLaunch { get; set; }
+
+    /// <summary>Running, and its current launch's SSH server was seen presenting a pinned (or observed) key: nothing to boot or wait for.</summary>
+    internal bool IsRunningAndVerified => State == MachineState.Running && SshVerifiedLaunch is { } launch && ReferenceEquals(launch, Instance.Exited);
 
     /// <summary>Set once the machine's record is deleted: nothing saves it again.</summary>
     internal bool Removed { get; set; }

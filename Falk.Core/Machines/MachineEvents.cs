@@ -7,6 +7,9 @@ namespace Falk.Core.Machines;
 public static class MachineEventTypes
 {
     public const string Created = "created";
+
+    /// <summary>A machine joined its template's warm pool, booted and verified (admins only: the daemon owns it).</summary>
+    public const string Pooled = "pooled";
     public const string Booting = "booting";
     public const string Running = "running";
     public const string Paused = "paused";

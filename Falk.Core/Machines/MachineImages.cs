@@ -6,7 +6,7 @@ namespace Falk.Core.Machines;
 /// What a machine's disk can become: snapshots (taken, listed, restored, deleted; at most
 /// <c>max_snapshots_per_machine</c> at once) and a management commit.
 /// </summary>
-public sealed class MachineImages(Config.FalkConfig config, MachineJobs jobs, MachineTransitions transitions, MachineEvents events, ILogger<MachineService> logger)
+public sealed class MachineImages(Config.FalkConfig config, MachineJobs jobs, MachineTransitions transitions, MachineEvents events, WarmPools pools, ILogger<MachineService> logger)
 {
     internal Task<SnapshotInfo> CreateSnapshotAsync(Machine machine, string name, CancellationToken cancellationToken) =>
         WithSnapshotsAsync(machine, "take snapshots", name, async (snapshots, token) =>
@@ -77,13 +77,16 @@ public sealed class MachineImages(Config.FalkConfig config, MachineJobs jobs, Ma
         return commits;
     }
 
-    /// <summary>Publishes the (stopped) management machine's disk as its template's new image.</summary>
+    /// <summary>Publishes the (stopped) management machine's disk as its template's new image; the warm pools of that image go stale.</summary>
     internal Task<CommitResult> CommitAsync(Machine machine, CancellationToken cancellationToken)
     {
         var commits = CommitSupport(machine);
         return jobs.RunAsync(machine, JobKind.Commit, async token =>
         {
             var result = await commits.CommitAsync(token).ConfigureAwait(false);
+
+            // Before the commit answers: no machine of the old image is handed out from a warm pool after it.
+            pools.MakeStale(machine.Template);
             transitions.Save(machine);
             MachineLog.Committed(logger, machine.Id, machine.Template.Name, result.Version);
             events.Publish(MachineEventTypes.Committed, machine, detail: result.Version);

@@ -29,6 +29,7 @@ public sealed class MachineService(
     MachineLeases leases,
     Ssh.SshReadiness ssh,
     MachineEvents events,
+    WarmPools pools,
     MachineStore store,
     TimeProvider time,
     ILogger<MachineService> logger)
@@ -37,7 +38,7 @@ public sealed class MachineService(
     private const string PreparingState = "preparing";
 
     private readonly Dictionary<string, IMachineBackend> _backends = backends.ToDictionary(b => b.Type, StringComparer.Ordinal);
-    private readonly TemplatePool _pool = new(config.Templates);
+    private readonly TemplatePool _sections = new(config.Templates);
     private readonly PerUidSlots _eventStreams = new(config.Daemon.MaxEventStreamsPerUid);
 
     public IReadOnlyList<TemplateDefinition> Templates => config.Templates;
@@ -49,7 +50,7 @@ public sealed class MachineService(
     internal int IdempotencyKeysHeld => idempotency.Count;
 
     /// <summary>The section of that id, else the first section of that name.</summary>
-    public TemplateDefinition GetTemplate(string idOrName) => _pool.Resolve(idOrName)[0];
+    public TemplateDefinition GetTemplate(string idOrName) => _sections.Resolve(idOrName)[0];
 
     /// <summary>
     /// Allocates and prepares a machine. With an idempotency key, concurrent and later retries of the same key
@@ -63,7 +64,7 @@ public sealed class MachineService(
 
     private async Task<MachineView> CreateNewAsync(CreateMachineRequest request, Caller caller, CancellationToken cancellationToken)
     {
-        var candidates = _pool.Resolve(request.Template);
+        var candidates = _sections.Resolve(request.Template);
         var template = candidates[0];
         var lease = leases.Duration(request.LeaseSeconds);
         Names.ValidateLabels(request.Labels);
@@ -77,18 +78,60 @@ public sealed class MachineService(
             throw new AccessDeniedException("management mode is for admins only");
         }
 
+        // A management machine edits the image: it is always made afresh, never taken from a pool.
+        if (!request.Manage && pools.TryHandOut(candidates, caller, request.Labels, lease, request.IdempotencyKey) is { } pooled)
+        {
+            return pooled.View();
+        }
+
+        using var cold = pools.EnterCold();
         var id = Names.NewMachineId();
-        var reservation = admission.Admit(candidates, caller, request.Manage, id);
-        template = reservation.Template;
+        var reservation = await AdmitAsync(candidates, caller, request.Manage, id, cancellationToken).ConfigureAwait(false);
+        var machine = await PrepareAsync(reservation, id, request.Manage, caller.Uid, request.Labels, time.GetUtcNow() + lease,
+            request.IdempotencyKey, cancellationToken).ConfigureAwait(false);
+        return machine.View();
+    }
+
+    /// <summary>Admits a machine; while the limits or ports are full and a pooled machine holds what is missing, that one goes first.</summary>
+    private async Task<AdmissionReservation> AdmitAsync(IReadOnlyList<TemplateDefinition> candidates, Caller owner, bool manage, string id, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            try
+            {
+                return admission.Admit(candidates, owner, manage, id);
+            }
+            catch (CapacityExhaustedException) when (admission.RoomIfFreed(candidates, owner) is { } helps && pools.TakeForEviction(helps) is { } pooled)
+            {
+                try
+                {
+                    await destruction.DestroyAsync(pooled, cancellationToken).ConfigureAwait(false);
+                }
+                finally
+                {
+                    pools.Evicted(pooled);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Records and prepares the machine admitted with <paramref name="reservation"/> (a client's, or one for a warm pool) and
+    /// adds it to the table. A failure gives back everything it held and leaves no record.
+    /// </summary>
+    internal async Task<Machine> PrepareAsync(AdmissionReservation reservation, string id, bool manage, int owner,
+        IReadOnlyDictionary<string, string> labels, DateTimeOffset leaseExpiresAt, string? idempotencyKey, CancellationToken cancellationToken)
+    {
+        var template = reservation.Template;
         var backend = _backends[template.Type];
-        var spec = MachineSpecs.Of(config, id, template, request.Manage, reservation.Port, caller.Uid, request.Labels);
+        var spec = MachineSpecs.Of(config, id, template, manage, reservation.Port, owner, labels);
         var now = time.GetUtcNow();
         IMachineInstance instance;
         try
         {
             // Recorded before anything is made: a crash from here on leaves a row that the next start cleans up.
-            store.Save(new MachineRecord(id, template.Type, template.Id, request.Manage, caller.Uid, reservation.Port, request.Labels,
-                now, now + lease, PreparingState, null, spec.WorkDirectory, null, request.IdempotencyKey, null));
+            store.Save(new MachineRecord(id, template.Type, template.Id, manage, owner, reservation.Port, labels,
+                now, leaseExpiresAt, PreparingState, null, spec.WorkDirectory, null, idempotencyKey, null));
             Directory.CreateDirectory(spec.WorkDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             instance = await backend.PrepareAsync(spec, cancellationToken).ConfigureAwait(false);
         }
@@ -106,14 +149,14 @@ public sealed class MachineService(
             throw;
         }
 
-        var machine = new Machine(id, template, request.Manage, caller.Uid, reservation, request.Labels, instance, spec.WorkDirectory,
-            now, now + lease, request.IdempotencyKey);
+        var machine = new Machine(id, template, manage, owner, reservation, labels, instance, spec.WorkDirectory,
+            now, leaseExpiresAt, idempotencyKey);
         transitions.Save(machine);
         transitions.FollowPauses(machine);
         table.Add(machine);
-        MachineLog.Prepared(logger, id, template.Name, request.Manage, reservation.Port, caller.Uid);
+        MachineLog.Prepared(logger, id, template.Name, manage, reservation.Port, owner);
         events.Publish(MachineEventTypes.Created, machine, MachineState.Prepared);
-        return machine.View();
+        return machine;
     }
 
     public IReadOnlyList<MachineView> List(Caller caller) => table.List(caller);
@@ -131,6 +174,12 @@ public sealed class MachineService(
         lock (machine.Sync)
         {
             MachineJobs.ThrowIfDeleting(machine);
+            if (machine.IsRunningAndVerified)
+            {
+                // Already up and its SSH server seen (a machine from a warm pool, or a boot repeated): nothing to launch.
+                return machine.View();
+            }
+
             if (!machine.State.CanBoot())
             {
                 throw new MachineStateConflictException(id, machine.State, "boot", $"machine {id} is {machine.State.ToWire()}: only a prepared or stopped machine can boot");
@@ -225,6 +274,7 @@ public sealed class MachineService(
         lock (machine.Sync)
         {
             machine.ObservedHostKey = key;
+            machine.SshVerifiedLaunch = exited;
             transitions.Save(machine);
         }
 
@@ -237,6 +287,14 @@ public sealed class MachineService(
         {
             MachineLog.SshReady(logger, machine.Id, key.FingerprintSha256);
         }
+    }
+
+    /// <summary>Checks that a running machine's SSH server presents a pinned key now (a pooled machine taken back after a restart).</summary>
+    internal async Task VerifyAsync(Machine machine, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var exited = machine.Instance.Exited
+            ?? throw new MachineStateConflictException(machine.Id, machine.View().State, "verify", $"machine {machine.Id} was never launched");
+        await WaitForSshAsync(machine, exited, timeout, machine.Lifetime.Token, cancellationToken).ConfigureAwait(false);
     }
 
     private void MarkRunning(Machine machine, string? lastError) =>

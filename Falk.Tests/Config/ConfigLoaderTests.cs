@@ -186,6 +186,10 @@ public sealed class ConfigLoaderTests : IDisposable
     [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_host = no-such-host.invalid", "[vm] ssh_host: 'no-such-host.invalid' cannot be resolved")]
     [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\nssh_served_by_launch = maybe", "[vm] ssh_served_by_launch: 'maybe' is not a boolean")]
     [InlineData("type = podman\nssh_user = u\nbase_image = x\nhost_key = shared", "[vm] host_key: 'shared' is neither machine")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\npool_size = -1", "[vm] pool_size: '-1' is not a whole number from 0 to 10000")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\npool_size = some", "[vm] pool_size: 'some' is not a whole number")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\npool_size = 3\nmax_machines = 2", "[vm] pool_size: 3 is more than the template's max_machines (2)")]
+    [InlineData("type = custom\nssh_user = u\nlaunch = /bin/true\npool_size = 2\nssh_port = 2222", "[vm] pool_size: 2 machines cannot share the fixed ssh_port 2222")]
     public void A_bad_template_key_is_one_line_naming_file_section_and_key(string body, string expected)
     {
         var errors = Errors($"[falk]\n[vm]\n{body}\n");
@@ -212,6 +216,46 @@ public sealed class ConfigLoaderTests : IDisposable
             """));
 
         config.Templates[0].SshHost.Should().Be(handedOut);
+    }
+
+    [Fact]
+    public void Warm_pools_that_would_hold_more_than_max_machines_are_one_line()
+    {
+        var errors = Errors("""
+            [falk]
+            max_machines = 4
+            [a]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            pool_size = 3
+            [b]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            pool_size = 2
+            """);
+
+        errors.Should().ContainSingle().Which.Should().Be(_dir.File("falk.conf") + ": pool_size: the templates' warm pools hold 5 machines, more than max_machines (4) allows");
+    }
+
+    [Fact]
+    public void A_template_without_pool_size_has_no_warm_pool()
+    {
+        var config = Load(Write("""
+            [falk]
+            [vm]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            [warm]
+            type = custom
+            launch = /bin/true
+            ssh_user = u
+            pool_size = 2
+            """));
+
+        config.Templates.Select(t => t.PoolSize).Should().Equal(0, 2);
     }
 
     [Fact]

@@ -184,7 +184,7 @@ class FalkClient:
         idempotency_key: str | None = None,
         manage: bool = False,
     ) -> Machine:
-        """Allocates a port and prepares a machine (state ``prepared``); a retry with the same ``idempotency_key`` gets the same machine."""
+        """Allocates a port and prepares a machine (state ``prepared``, or ``running`` and SSH-verified when the template has a warm pool); a retry with the same ``idempotency_key`` gets the same machine."""
         body: dict[str, Any] = {"template": template, "manage": manage}
         if lease_seconds is not None:
             body["lease_seconds"] = lease_seconds
