@@ -62,7 +62,7 @@ internal sealed class SshdWorkbench : IAsyncDisposable
         await new ProcessRunner().RunAsync(new ProcessSpec(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey]), TimeSpan.FromSeconds(30), cancellationToken);
         Directory.CreateDirectory("/run/sshd");
         var sshdConfig = Path.Combine(work, "sshd_config");
-        await File.WriteAllTextAsync(sshdConfig, $"HostKey {hostKey}\nListenAddress 127.0.0.1\nPidFile none\nUsePAM no\n", cancellationToken);
+        await File.WriteAllTextAsync(sshdConfig, $"HostKey {hostKey}\nListenAddress 127.0.0.1\nPidFile none\nUsePAM no\nSetEnv PYENV_REHASH_TIMEOUT=0\n", cancellationToken);
         var socket = Path.Combine(work, "falk.sock");
         var config = Path.Combine(work, "falk.conf");
         var template = $"""

@@ -49,8 +49,11 @@ public sealed class SshServerFiles
             System.IO.Directory.CreateDirectory("/run/sshd");
         }
 
+        // SetEnv: a login shell whose ~/.bashrc runs `pyenv rehash` (root's on the build hosts) waits up to 60 s for
+        // pyenv's lock, which a session the tests kill mid-rehash leaves behind; bound that wait to a second.
         await File.WriteAllTextAsync(Path.Combine(directory, "sshd_config"), $"""
             HostKey {hostKeyPath}
+            SetEnv PYENV_REHASH_TIMEOUT=0
             AuthorizedKeysFile {Path.Combine(directory, "authorized_keys")}
             {listen}
             PidFile none

@@ -20,11 +20,12 @@ public sealed class PodmanWarmPoolTests(PodmanFixture fixture) : IClassFixture<P
             """);
         var old = (await podman.Client.WaitForPoolAsync("warm", 2, ct)).Select(m => m["id"]!.GetValue<string>()).ToList();
 
-        // A pooled machine is handed out running, with the image's host key verified; it works, and boot changes nothing.
+        // A pooled machine is handed out running, with its own host key verified; it works, and boot changes nothing.
         var first = await podman.Client.CreateAsync("warm", ct);
         old.Should().Contain(first["id"]!.GetValue<string>());
         first["state"]!.GetValue<string>().Should().Be("running");
-        first["ssh"]!["host_key_source"]!.GetValue<string>().Should().Be("image");
+        first["ssh"]!["host_key_source"]!.GetValue<string>().Should().Be("machine");
+        first["ssh"]!["known_host_key_verified"]!.GetValue<bool>().Should().BeTrue();
         (await podman.Client.BootAsync(first["id"]!.GetValue<string>(), ct))["state"]!.GetValue<string>().Should().Be("running");
         (await PodmanSsh.RunAsync(first, fixture.Image, "ls ~/installed 2>/dev/null || echo absent", ct)).Should().Be("absent");
         old = (await podman.Client.WaitForPoolAsync("warm", 2, ct)).Select(m => m["id"]!.GetValue<string>()).ToList();

@@ -87,6 +87,8 @@ def make_ssh_files(directory: Path) -> SshFiles:
     config.write_text(
         f"HostKey {host_key}\nAuthorizedKeysFile {directory / 'authorized_keys'}\nListenAddress 127.0.0.1\nPidFile none\n"
         "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        # A ~/.bashrc that runs `pyenv rehash` waits up to 60 s on a lock a killed session left: bound it.
+        "SetEnv PYENV_REHASH_TIMEOUT=0\n"
     )
     import getpass
 
