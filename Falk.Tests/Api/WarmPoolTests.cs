@@ -103,6 +103,14 @@ public sealed class WarmPoolTests : IAsyncLifetime
         victimSshd.Should().ContainSingle();
         Falk.Core.Unix.ProcessTree.Kill(victimSshd[0]);
 
+        // Once falkd has noticed the death, the dead machine must never be handed out. (The exit is reported
+        // asynchronously: a create in the moment between the kill and that notice can still get it.)
+        await Falk.Core.Waiting.Wait.UntilAsync(async probeCt =>
+        {
+            using var response = await daemon.Client.GetAsync($"v1/machines/{victim}", probeCt);
+            var state = response.IsSuccessStatusCode ? (await response.JsonAsync(probeCt))["state"]!.GetValue<string>() : "gone";
+            return state == "running" ? Falk.Core.Waiting.ProbeOutcome.NotYet<bool>("still running") : Falk.Core.Waiting.ProbeOutcome.Done(true);
+        }, TimeSpan.FromMilliseconds(20), TimeSpan.FromSeconds(10), "falkd noticing the pooled machine's death", ct);
         var created = await daemon.Client.CreateAsync("warm", ct);
         created["id"]!.GetValue<string>().Should().NotBe(victim);
         created = await daemon.Client.BootAsync(created["id"]!.GetValue<string>(), ct);
