@@ -46,21 +46,7 @@ public static class CompareBenchmark
         {
             using var docker = new DockerClientBuilder().WithEndpoint(new Uri("unix://" + podmanSocket)).WithApiVersion(new Version(1, 41)).Build();
             var imageId = (await docker.Images.InspectImageAsync(Image, cancellationToken)).ID;
-            var socket = Path.Combine(work, "falk.sock");
-            var config = Path.Combine(work, "falk.conf");
-            await File.WriteAllTextAsync(config, $"""
-                [falk]
-                name = {instance}
-                control_socket = {socket}
-                state_dir = {Path.Combine(work, "state")}
-                vm_ports = [27800,27899]
-                podman_socket = unix://{podmanSocket}
-                [sshd]
-                type = podman
-                base_image = {Image}
-                ssh_user = chantal
-                ssh_host = 127.0.0.1
-                """, cancellationToken);
+            var (socket, config) = await PodmanBenchmark.WriteFalkConfigAsync(work, instance, podmanSocket, cancellationToken);
 
             using var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(2));
             var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);

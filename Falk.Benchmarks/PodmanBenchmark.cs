@@ -38,21 +38,7 @@ public static class PodmanBenchmark
             using var docker = new DockerClientBuilder().WithEndpoint(new Uri("unix://" + podmanSocket)).WithApiVersion(new Version(1, 41)).Build();
             var imageId = (await docker.Images.InspectImageAsync(image, cancellationToken)).ID;
 
-            var socket = Path.Combine(work, "falk.sock");
-            var config = Path.Combine(work, "falk.conf");
-            await File.WriteAllTextAsync(config, $"""
-                [falk]
-                name = {instance}
-                control_socket = {socket}
-                state_dir = {Path.Combine(work, "state")}
-                vm_ports = [27800,27899]
-                podman_socket = unix://{podmanSocket}
-                [sshd]
-                type = podman
-                base_image = {image}
-                ssh_user = chantal
-                ssh_host = 127.0.0.1
-                """, cancellationToken);
+            var (socket, config) = await PodmanBenchmark.WriteFalkConfigAsync(work, instance, podmanSocket, cancellationToken);
 
             using var client = FalkHttp.CreateClient(socket, TimeSpan.FromMinutes(2));
             var daemon = await LocalFalkd.StartAsync(config, client, null, cancellationToken);
@@ -144,6 +130,27 @@ public static class PodmanBenchmark
     }
 
     internal const string TestImage = "localhost/falk-test-sshd:latest";
+
+    /// <summary>A falk.conf in <paramref name="work"/> with one podman template <c>sshd</c> on the test image; returns its socket and path.</summary>
+    internal static async Task<(string Socket, string Config)> WriteFalkConfigAsync(string work, string instance, string podmanSocket, CancellationToken cancellationToken)
+    {
+        var socket = Path.Combine(work, "falk.sock");
+        var config = Path.Combine(work, "falk.conf");
+        await File.WriteAllTextAsync(config, $"""
+            [falk]
+            name = {instance}
+            control_socket = {socket}
+            state_dir = {Path.Combine(work, "state")}
+            vm_ports = [27800,27899]
+            podman_socket = unix://{podmanSocket}
+            [sshd]
+            type = podman
+            base_image = {TestImage}
+            ssh_user = chantal
+            ssh_host = 127.0.0.1
+            """, cancellationToken);
+        return (socket, config);
+    }
 
     /// <summary>Builds (or finds cached) the test image; returns the host key baked into it.</summary>
     internal static async Task<HostKey> BuildImageAsync(CancellationToken cancellationToken)
