@@ -38,7 +38,7 @@ public static class CompareBenchmark
         var imageDirectory = Path.Combine(Environment.GetEnvironmentVariable("FALK_IMAGE_DIR") ?? "/var/cache/falk-test-images", "podman");
         var clientKey = Path.Combine(imageDirectory, "id_ed25519");
 
-        var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
+        var work = WorkFolder.Create();
         var instance = "falk-bench-" + Guid.NewGuid().ToString("N")[..8];
         var podmanSocket = Path.Combine(work, "podman.sock");
         var service = await PodmanBenchmark.StartServiceAsync(podmanSocket, cancellationToken);
@@ -107,11 +107,11 @@ public static class CompareBenchmark
     {
         var watch = Stopwatch.StartNew();
         using var created = await client.PostAsJsonAsync("v1/machines", new { template = "sshd" }, cancellationToken);
-        created.EnsureSuccessStatusCode();
+        await created.EnsureSuccessAsync(cancellationToken);
         var id = JsonNode.Parse(await created.Content.ReadAsStringAsync(cancellationToken))!["id"]!.GetValue<string>();
         var made = watch.Elapsed.TotalMilliseconds;
         using var booted = await client.PostAsync($"v1/machines/{id}/boot?wait=ssh&timeout=60", null, cancellationToken);
-        booted.EnsureSuccessStatusCode();
+        await booted.EnsureSuccessAsync(cancellationToken);
         var ready = watch.Elapsed.TotalMilliseconds;
         var ssh = JsonNode.Parse(await booted.Content.ReadAsStringAsync(cancellationToken))!["ssh"]!;
         if (ssh["known_host_key_verified"]?.GetValue<bool>() != true)
@@ -123,7 +123,7 @@ public static class CompareBenchmark
         await job.RunTrueAsync(ssh["host"]!.GetValue<string>(), port, ssh["user"]!.GetValue<string>(), ssh["known_hosts_line"]!.GetValue<string>(), cancellationToken);
         var jobDone = watch.Elapsed.TotalMilliseconds;
         using var deleted = await client.DeleteAsync($"v1/machines/{id}", cancellationToken);
-        deleted.EnsureSuccessStatusCode();
+        await deleted.EnsureSuccessAsync(cancellationToken);
         var gone = watch.Elapsed.TotalMilliseconds;
 
         // Not timed: the delete's answer must mean the record, the container and the port are gone.

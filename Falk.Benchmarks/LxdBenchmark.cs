@@ -21,7 +21,7 @@ public static class LxdBenchmark
         await runner.RunAsync(new ProcessSpec([Path.Combine(root, "images", "podman", "build-image.sh")]), TimeSpan.FromMinutes(10), cancellationToken);
         await runner.RunAsync(new ProcessSpec([Path.Combine(root, "images", "lxd", "build-image.sh")]), TimeSpan.FromMinutes(15), cancellationToken);
 
-        var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
+        var work = WorkFolder.Create();
         var podmanSocket = Path.Combine(work, "podman.sock");
         var service = await PodmanBenchmark.StartServiceAsync(podmanSocket, cancellationToken);
         try

@@ -29,7 +29,7 @@ public static class PodmanBenchmark
         var hostKey = await BuildImageAsync(cancellationToken);
         const string image = TestImage;
 
-        var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
+        var work = WorkFolder.Create();
         var instance = "falk-bench-" + Guid.NewGuid().ToString("N")[..8];
         var podmanSocket = Path.Combine(work, "podman.sock");
         var service = await StartServiceAsync(podmanSocket, cancellationToken);
@@ -87,14 +87,14 @@ public static class PodmanBenchmark
     {
         var watch = Stopwatch.StartNew();
         using var created = await client.PostAsJsonAsync("v1/machines", new { template }, cancellationToken);
-        created.EnsureSuccessStatusCode();
+        await created.EnsureSuccessAsync(cancellationToken);
         var id = JsonNode.Parse(await created.Content.ReadAsStringAsync(cancellationToken))!["id"]!.GetValue<string>();
         var create = watch.Elapsed.TotalMilliseconds;
         using var booted = await client.PostAsync($"v1/machines/{id}/boot?wait=ssh&timeout=60", null, cancellationToken);
-        booted.EnsureSuccessStatusCode();
+        await booted.EnsureSuccessAsync(cancellationToken);
         var boot = watch.Elapsed.TotalMilliseconds;
         using var deleted = await client.DeleteAsync($"v1/machines/{id}", cancellationToken);
-        deleted.EnsureSuccessStatusCode();
+        await deleted.EnsureSuccessAsync(cancellationToken);
         Phases.Add((path, create, boot - create, watch.Elapsed.TotalMilliseconds - boot));
         return watch.Elapsed.TotalMilliseconds;
     }

@@ -67,7 +67,7 @@ public static class PoolBenchmark
     private static async Task<int> PodmanAsync(int runs, int poolSize, CancellationToken cancellationToken)
     {
         await PodmanBenchmark.BuildImageAsync(cancellationToken);
-        var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
+        var work = WorkFolder.Create();
         var instance = "falk-bench-" + Guid.NewGuid().ToString("N")[..8];
         var podmanSocket = Path.Combine(work, "podman.sock");
         var service = await PodmanBenchmark.StartServiceAsync(podmanSocket, cancellationToken);
@@ -153,12 +153,12 @@ public static class PoolBenchmark
     {
         var watch = Stopwatch.StartNew();
         using var created = await client.PostAsJsonAsync("v1/machines", new { template }, cancellationToken);
-        created.EnsureSuccessStatusCode();
+        await created.EnsureSuccessAsync(cancellationToken);
         var machine = JsonNode.Parse(await created.Content.ReadAsStringAsync(cancellationToken))!;
         var create = watch.Elapsed.TotalMilliseconds;
         var id = machine["id"]!.GetValue<string>();
         using var booted = await client.PostAsync($"v1/machines/{id}/boot?wait=ssh&timeout=60", null, cancellationToken);
-        booted.EnsureSuccessStatusCode();
+        await booted.EnsureSuccessAsync(cancellationToken);
         var total = watch.Elapsed.TotalMilliseconds;
         var wasPooled = machine["state"]!.GetValue<string>() == "running";
         if (wasPooled != expectPooled)
@@ -167,7 +167,7 @@ public static class PoolBenchmark
         }
 
         using var deleted = await client.DeleteAsync($"v1/machines/{id}", cancellationToken);
-        deleted.EnsureSuccessStatusCode();
+        await deleted.EnsureSuccessAsync(cancellationToken);
         return (total, create);
     }
 

@@ -29,7 +29,7 @@ public static class QemuBenchmark
         var accel = args.Length > 1 ? args[1] : "tcg";
         var runner = new ProcessRunner();
         var guest = await BuildGuestAsync(runner, cancellationToken);
-        var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
+        var work = WorkFolder.Create();
         try
         {
             var key = HostKey.TryParse(await File.ReadAllTextAsync(Path.Combine(guest, "ssh_host_ed25519_key.pub"), cancellationToken), out _)!;
@@ -185,12 +185,12 @@ public static class QemuBenchmark
         var id = await CreateAsync(client, template, cancellationToken);
         using (var booted = await client.PostAsync($"v1/machines/{id}/boot?wait=ssh&timeout=120", null, cancellationToken))
         {
-            booted.EnsureSuccessStatusCode();
+            await booted.EnsureSuccessAsync(cancellationToken);
         }
 
         var elapsed = watch.Elapsed.TotalMilliseconds;
         using var deleted = await client.DeleteAsync($"v1/machines/{id}", cancellationToken);
-        deleted.EnsureSuccessStatusCode();
+        await deleted.EnsureSuccessAsync(cancellationToken);
         return elapsed;
     }
 
@@ -221,7 +221,7 @@ public static class QemuBenchmark
         var id = await CreateAsync(client, template, cancellationToken);
         var elapsed = watch.Elapsed.TotalMilliseconds;
         using var deleted = await client.DeleteAsync($"v1/machines/{id}", cancellationToken);
-        deleted.EnsureSuccessStatusCode();
+        await deleted.EnsureSuccessAsync(cancellationToken);
         return elapsed;
     }
 
@@ -238,7 +238,7 @@ public static class QemuBenchmark
     private static async Task<string> CreateAsync(HttpClient client, string template, CancellationToken cancellationToken)
     {
         using var created = await client.PostAsJsonAsync("v1/machines", new { template }, cancellationToken);
-        created.EnsureSuccessStatusCode();
+        await created.EnsureSuccessAsync(cancellationToken);
         return JsonNode.Parse(await created.Content.ReadAsStringAsync(cancellationToken))!["id"]!.GetValue<string>();
     }
 }

@@ -39,7 +39,7 @@ internal sealed class SshdWorkbench : IAsyncDisposable
     /// <param name="poolSize">When above 0, a second template <c>warm</c>, the same as <c>sshd</c> with a warm pool of this size.</param>
     public static async Task<SshdWorkbench> StartAsync(string ports, CancellationToken cancellationToken, TextWriter? daemonLog = null, int poolSize = 0)
     {
-        var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
+        var work = WorkFolder.Create();
         try
         {
             var (config, socket, hostKey, sshdConfig) = await WriteConfigAsync(work, ports, cancellationToken, poolSize);

@@ -98,7 +98,7 @@ public static class StartupBenchmark
 
     private static async Task RoundAsync(Variant variant, Figures figures, int lifecycles, int records, CancellationToken cancellationToken)
     {
-        var work = Directory.CreateTempSubdirectory("falk-bench-").FullName;
+        var work = WorkFolder.Create();
         try
         {
             var (config, socket, _, _) = await SshdWorkbench.WriteConfigAsync(work, "[28200,28399]", cancellationToken);

@@ -10,8 +10,13 @@ public static partial class FalkCommand
 
     public static RunningProcess Start(string socket, params string[] args) => Start(socket, new Dictionary<string, string?>(), args);
 
+    /// <remarks>
+    /// falk starts with SIGINT at its default disposition (coreutils <c>env --default-signal</c>), as from a terminal.
+    /// A test runner started as a background job of a non-interactive shell inherits SIGINT ignored, passes that on,
+    /// and the runtime then rightly leaves SIGINT ignored in falk: Ctrl-C tests would hang there and pass elsewhere.
+    /// </remarks>
     public static RunningProcess Start(string socket, IReadOnlyDictionary<string, string?> environment, params string[] args) =>
-        RunningProcess.Start(new ProcessSpec([Executable, .. args])
+        RunningProcess.Start(new ProcessSpec(["env", "--default-signal=INT", Executable, .. args])
         {
             Environment = new Dictionary<string, string?>(environment) { ["FALK_SOCKET"] = socket },
         });
