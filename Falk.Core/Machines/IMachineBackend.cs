@@ -145,6 +145,12 @@ public interface IProcessOwnership
     bool ServesOwnSshPort { get; }
 
     bool OwnsProcess(int pid);
+
+    /// <summary>
+    /// The machine's processes most likely to hold its SSH listener (QEMU; a custom launch's leader), looked at before
+    /// every process's descriptors are.
+    /// </summary>
+    IEnumerable<int> ListenerCandidates { get; }
 }
 
 /// <summary>A machine whose guest can be paused from outside Falk (a QEMU monitor's <c>stop</c>) and resumed again.</summary>

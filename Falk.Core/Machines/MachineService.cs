@@ -263,7 +263,7 @@ public sealed class MachineService(
         using var wait = CancellationTokenSource.CreateLinkedTokenSource(boot, cancellationToken);
         var endpoint = new Ssh.SshEndpoint(machine.SshTarget.Host, machine.SshTarget.Port, machine.Template.SshUser);
         var guard = machine.Instance is IProcessOwnership { ServesOwnSshPort: true } owner && System.Net.IPAddress.TryParse(endpoint.Host, out var address)
-            ? new Ssh.SshListenerGuard(machine.Id, address, endpoint.Port, owner.OwnsProcess)
+            ? new Ssh.SshListenerGuard(machine.Id, address, endpoint.Port, owner.OwnsProcess, () => owner.ListenerCandidates)
             : null;
         var key = await ssh.WaitAsync(endpoint, machine.PinnedHostKeys, timeout, exited, () =>
         {

@@ -28,33 +28,46 @@ public static class ListeningSockets
         .ToList();
 
     /// <summary>Every listening TCP socket, IPv4 and IPv6.</summary>
-    public static IReadOnlyList<ListeningSocket> All() => [.. Read("/proc/net/tcp"), .. Read("/proc/net/tcp6")];
+    public static IReadOnlyList<ListeningSocket> All()
+    {
+        try
+        {
+            return [.. SockDiag.Listening(AddressFamily.InterNetwork), .. SockDiag.Listening(AddressFamily.InterNetworkV6)];
+        }
+        catch (SocketException)
+        {
+            // A kernel without TCP socket diagnostics (tcp_diag not built or loaded): the slower tables.
+            return FromProcTables();
+        }
+    }
+
+    /// <summary>Every listening TCP socket as <c>/proc/net/tcp{,6}</c> list them.</summary>
+    internal static IReadOnlyList<ListeningSocket> FromProcTables() => [.. Read("/proc/net/tcp"), .. Read("/proc/net/tcp6")];
 
     /// <summary>The live processes, this one included, that hold socket <paramref name="inode"/> open (a scan of every process's descriptors).</summary>
-    public static IReadOnlyList<int> Holders(long inode)
+    public static IReadOnlyList<int> Holders(long inode) =>
+        ProcessTree.All().Select(p => p.Pid).Prepend(Environment.ProcessId).Where(pid => Holds(pid, inode)).ToList();
+
+    /// <summary>Whether process <paramref name="pid"/> holds socket <paramref name="inode"/> open (false once it is gone).</summary>
+    public static bool Holds(int pid, long inode)
     {
         var link = $"socket:[{inode.ToString(CultureInfo.InvariantCulture)}]";
-        var holders = new List<int>();
-        foreach (var pid in ProcessTree.All().Select(p => p.Pid).Prepend(Environment.ProcessId))
+        try
         {
-            try
+            foreach (var fd in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
             {
-                foreach (var fd in Directory.EnumerateFileSystemEntries($"/proc/{pid}/fd"))
+                if (new FileInfo(fd).LinkTarget == link)
                 {
-                    if (new FileInfo(fd).LinkTarget == link)
-                    {
-                        holders.Add(pid);
-                        break;
-                    }
+                    return true;
                 }
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                // Gone meanwhile, or a descriptor closed while it was read.
-            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Gone meanwhile, or a descriptor closed while it was read.
         }
 
-        return holders;
+        return false;
     }
 
     private static IEnumerable<ListeningSocket> Read(string table)

@@ -24,4 +24,16 @@ internal static partial class Native
 
     [LibraryImport("libc")]
     public static partial uint geteuid();
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int socket(int domain, int type, int protocol);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial nint send(int fd, ReadOnlySpan<byte> buffer, nint length, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial nint recv(int fd, Span<byte> buffer, nint length, int flags);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int close(int fd);
 }

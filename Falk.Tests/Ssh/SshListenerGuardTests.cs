@@ -40,4 +40,47 @@ public sealed class SshListenerGuardTests
         any.Start();
         ListeningSockets.Reaching(IPAddress.Loopback, anyPort).Should().ContainSingle().Which.Address.Should().Be(IPAddress.Any);
     }
+
+    [Fact]
+    public void The_kernels_socket_diagnostics_list_the_listeners_proc_lists()
+    {
+        var (port, _) = TestPorts.NextRange(1);
+        using var v4 = new TcpListener(IPAddress.Loopback, port);
+        v4.Start();
+        var (v6Port, _) = TestPorts.NextRange(1);
+        using var dual = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp);
+        dual.Bind(new IPEndPoint(IPAddress.IPv6Any, v6Port));
+        dual.Listen();
+
+        var viaNetlink = Falk.Core.Unix.SockDiag.Listening(AddressFamily.InterNetwork).Concat(Falk.Core.Unix.SockDiag.Listening(AddressFamily.InterNetworkV6)).ToList();
+
+        viaNetlink.Should().Contain(s => s.Port == port && s.Address.Equals(IPAddress.Loopback) && s.Uid == 0);
+        viaNetlink.Should().Contain(s => s.Port == v6Port && s.Address.Equals(IPAddress.IPv6Any));
+        // Sockets of other tests come and go meanwhile: this test's own must be the same in both, inode and all.
+        var fromProc = ListeningSockets.FromProcTables();
+        viaNetlink.Where(s => s.Port == port || s.Port == v6Port).Should().BeEquivalentTo(fromProc.Where(s => s.Port == port || s.Port == v6Port));
+    }
+
+    [Fact]
+    public void A_candidate_of_the_machine_that_does_not_hold_the_listener_does_not_vouch_for_it()
+    {
+        var (port, _) = TestPorts.NextRange(1);
+        using var listener = new TcpListener(IPAddress.Loopback, port);
+        listener.Start();
+        using var sleeper = System.Diagnostics.Process.Start("sleep", "30");
+        try
+        {
+            // The machine owns only its candidate, a process without the socket: the listener (this test's) is another's.
+            var taken = FluentActions.Invoking(() => new SshListenerGuard("m1", IPAddress.Loopback, port, pid => pid == sleeper.Id, () => [sleeper.Id]).ThrowIfTaken())
+                .Should().Throw<SshEndpointTakenException>().Which;
+            taken.IntruderPids.Should().Equal(Environment.ProcessId);
+
+            // A candidate that holds it and is the machine's vouches without a scan of every process.
+            new SshListenerGuard("m1", IPAddress.Loopback, port, pid => pid == Environment.ProcessId, () => [sleeper.Id, Environment.ProcessId]).ThrowIfTaken();
+        }
+        finally
+        {
+            sleeper.Kill();
+        }
+    }
 }

@@ -215,6 +215,9 @@ internal sealed class CustomMachine(MachineSpec spec, IProcessRunner runner, ILo
 
     public bool ServesOwnSshPort => Options.SshServedByLaunch;
 
+    /// <summary>The launch's leader: a launch that is the SSH server (sshd -D) holds the listener itself.</summary>
+    public IEnumerable<int> ListenerCandidates => _launch is { } launch ? [launch.Pid] : _adopted is { } adopted ? [adopted.ProcessGroup] : [];
+
     /// <summary>A member of the launch's group or session, or a process carrying the machine's marks.</summary>
     public bool OwnsProcess(int pid) =>
         ProcessTree.Read(pid) is { } process
