@@ -109,6 +109,13 @@ public interface IMachineInstance
     /// <summary>Removes everything <see cref="IMachineBackend.PrepareAsync"/> made. Idempotent.</summary>
     Task CleanupAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// True when <see cref="CleanupAsync"/> also ends a running machine, at no more cost than on a stopped one (podman's
+    /// forced removal): a delete then leaves out the separate <see cref="KillAsync"/>, which would cost an engine round
+    /// trip and a wait for the exit before the same removal.
+    /// </summary>
+    bool CleanupEndsRunningMachine => false;
+
     /// <summary>The last lines of the machine's output, for error messages.</summary>
     string OutputTail();
 

