@@ -34,6 +34,9 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
     private readonly SemaphoreSlim _consoleGate = new(1, 1);
     private bool _tailTaken;
 
+    // Where this launch's output begins in the console log file; null when not known (an instance taken back).
+    private long? _launchStart;
+
     public LxdMachine(MachineSpec spec, string fingerprint, bool fromCommittedVersion, IReadOnlyList<HostKey> discoveredHostKeys,
         string? dynamicHost, LxdClient client, LxdImageStore store, ILogger logger)
     {
@@ -73,6 +76,16 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
     public async Task LaunchAsync(CancellationToken cancellationToken)
     {
         _tailTaken = false;
+        await _consoleGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            _launchStart = File.Exists(_spec.ConsoleLogPath) ? new FileInfo(_spec.ConsoleLogPath).Length : 0;
+        }
+        finally
+        {
+            _consoleGate.Release();
+        }
+
         await Api("start", () => _client.ChangeStateAsync(Name, "start", force: false, timeout: null, cancellationToken)).ConfigureAwait(false);
         LxdLog.Started(_logger, Name);
         Exited = WatchAsync();
@@ -190,8 +203,8 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
             }
 
             var part = await _client.ConsoleLogAsync(Name, cancellationToken).ConfigureAwait(false);
-            var skip = 0;
-            if (stopped && part.Length > 0 && File.Exists(_spec.ConsoleLogPath))
+            var skip = await ReplayedLengthAsync(part, cancellationToken).ConfigureAwait(false);
+            if (skip == 0 && stopped && part.Length > 0 && File.Exists(_spec.ConsoleLogPath))
             {
                 // A stopped instance's log may repeat what was already handed out while it ran.
                 var file = new FileStream(_spec.ConsoleLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
@@ -319,6 +332,37 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
         catch (OperationCanceledException)
         {
             return new MachineExit(null, $"instance {Name} was removed by Falk", OutputTail());
+        }
+    }
+
+    /// <summary>
+    /// How much of <paramref name="part"/> is this launch's output already collected, handed out again. Once the
+    /// instance has stopped, LXD answers with its whole log from the launch on; a look that found it running may get
+    /// that answer when it stopped just after (the watch's look, a console read during a stop), so a replay is told by
+    /// its content, not by whether the instance was seen stopped. 0 when <paramref name="part"/> is new output only.
+    /// </summary>
+    private async Task<int> ReplayedLengthAsync(byte[] part, CancellationToken cancellationToken)
+    {
+        const int ShortestReplay = 32;
+        if (_launchStart is not { } start || !File.Exists(_spec.ConsoleLogPath))
+        {
+            return 0;
+        }
+
+        var file = new FileStream(_spec.ConsoleLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        await using (file.ConfigureAwait(false))
+        {
+            // A short launch output could start new output by chance; a log cut to console_max_bytes has moved.
+            var collected = file.Length - start;
+            if (collected < ShortestReplay || collected > part.Length)
+            {
+                return 0;
+            }
+
+            var have = new byte[collected];
+            file.Seek(start, SeekOrigin.Begin);
+            await file.ReadExactlyAsync(have, cancellationToken).ConfigureAwait(false);
+            return part.AsSpan().StartsWith(have) ? have.Length : 0;
         }
     }
 
