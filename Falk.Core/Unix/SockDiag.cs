@@ -22,11 +22,15 @@ internal static class SockDiag
     private const int RequestLength = 56;
     private const int DiagMessageLength = 72;
     private const uint ListenStateMask = 1u << 10; // TCPF_LISTEN
+    private const int FamilyInet = 2; // AF_INET
+    private const int FamilyInet6 = 10; // AF_INET6
+    private const int FamilyNetlink = 16; // AF_NETLINK
+    private const int DatagramCloseOnExec = 2 | 0x80000; // SOCK_DGRAM | SOCK_CLOEXEC
 
     /// <summary>The LISTEN sockets of <paramref name="family"/>; throws <see cref="SocketException"/> when the kernel refuses the dump.</summary>
     public static List<ListeningSocket> Listening(AddressFamily family)
     {
-        var fd = Native.socket((int)AddressFamilies.Netlink, (int)SocketTypes.Dgram | SocketTypes.CloseOnExec, NetlinkSockDiag);
+        var fd = Native.socket(FamilyNetlink, DatagramCloseOnExec, NetlinkSockDiag);
         if (fd < 0)
         {
             throw new SocketException(Marshal.GetLastPInvokeError());
@@ -40,7 +44,7 @@ internal static class SockDiag
             BitConverter.TryWriteBytes(request[4..6], SockDiagByFamily);
             BitConverter.TryWriteBytes(request[6..8], RequestDump);
             BitConverter.TryWriteBytes(request[8..12], 1u);
-            request[HeaderLength] = (byte)(family == AddressFamily.InterNetworkV6 ? AddressFamilies.InterNetworkV6 : AddressFamilies.InterNetwork);
+            request[HeaderLength] = (byte)(family == AddressFamily.InterNetworkV6 ? FamilyInet6 : FamilyInet);
             request[HeaderLength + 1] = (byte)ProtocolType.Tcp;
             BitConverter.TryWriteBytes(request[(HeaderLength + 4)..(HeaderLength + 8)], ListenStateMask);
             if (Native.send(fd, request, request.Length, 0) != request.Length)
@@ -98,22 +102,9 @@ internal static class SockDiag
     private static ListeningSocket Parse(ReadOnlySpan<byte> message)
     {
         var port = BinaryPrimitives.ReadUInt16BigEndian(message[4..6]);
-        var address = message[0] == (byte)AddressFamilies.InterNetworkV6 ? new IPAddress(message[8..24]) : new IPAddress(message[8..12]);
+        var address = message[0] == FamilyInet6 ? new IPAddress(message[8..24]) : new IPAddress(message[8..12]);
         var uid = (int)BitConverter.ToUInt32(message[64..68]);
         var inode = BitConverter.ToUInt32(message[68..72]);
         return new ListeningSocket(address, port, uid, inode);
-    }
-
-    private enum AddressFamilies
-    {
-        InterNetwork = 2,
-        InterNetworkV6 = 10,
-        Netlink = 16,
-    }
-
-    private static class SocketTypes
-    {
-        public const int Dgram = 2;
-        public const int CloseOnExec = 0x80000;
     }
 }

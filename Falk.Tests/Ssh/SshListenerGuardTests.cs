@@ -52,7 +52,7 @@ public sealed class SshListenerGuardTests
         dual.Bind(new IPEndPoint(IPAddress.IPv6Any, v6Port));
         dual.Listen();
 
-        var viaNetlink = Falk.Core.Unix.SockDiag.Listening(AddressFamily.InterNetwork).Concat(Falk.Core.Unix.SockDiag.Listening(AddressFamily.InterNetworkV6)).ToList();
+        var viaNetlink = SockDiag.Listening(AddressFamily.InterNetwork).Concat(SockDiag.Listening(AddressFamily.InterNetworkV6)).ToList();
 
         viaNetlink.Should().Contain(s => s.Port == port && s.Address.Equals(IPAddress.Loopback) && s.Uid == 0);
         viaNetlink.Should().Contain(s => s.Port == v6Port && s.Address.Equals(IPAddress.IPv6Any));

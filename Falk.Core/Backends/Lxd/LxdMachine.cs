@@ -207,7 +207,7 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
             if (skip == 0 && stopped && part.Length > 0 && File.Exists(_spec.ConsoleLogPath))
             {
                 // A stopped instance's log may repeat what was already handed out while it ran.
-                var file = new FileStream(_spec.ConsoleLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                var file = OpenConsoleLog();
                 await using (file.ConfigureAwait(false))
                 {
                     var tail = new byte[Math.Min(file.Length, part.Length)];
@@ -344,12 +344,13 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
     private async Task<int> ReplayedLengthAsync(byte[] part, CancellationToken cancellationToken)
     {
         const int ShortestReplay = 32;
-        if (_launchStart is not { } start || !File.Exists(_spec.ConsoleLogPath))
+        // Most looks find a few new bytes or none: the file is read only for a part that could hold a replay.
+        if (_launchStart is not { } start || part.Length < ShortestReplay || !File.Exists(_spec.ConsoleLogPath))
         {
             return 0;
         }
 
-        var file = new FileStream(_spec.ConsoleLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        var file = OpenConsoleLog();
         await using (file.ConfigureAwait(false))
         {
             // A short launch output could start new output by chance; a log cut to console_max_bytes has moved.
@@ -365,6 +366,10 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
             return part.AsSpan().StartsWith(have) ? have.Length : 0;
         }
     }
+
+    /// <summary>The console log file for reading, while the console writer may append to it.</summary>
+    private FileStream OpenConsoleLog() =>
+        new(_spec.ConsoleLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
 
     /// <summary>The length of the longest end of <paramref name="have"/> that <paramref name="part"/> starts with.</summary>
     private static int Overlap(ReadOnlySpan<byte> have, ReadOnlySpan<byte> part)

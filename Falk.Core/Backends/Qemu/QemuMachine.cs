@@ -84,7 +84,6 @@ internal sealed class QemuMachine(
 
     public IEnumerable<int> ListenerCandidates => _process is { HasExited: false } process ? [process.Pid] : [];
 
-    /// <summary>The monitor of the QEMU running the machine; null when none runs.</summary>
     /// <summary>
     /// Pauses between looks for QEMU's sockets: 1 ms at first, growing to 20 ms. QEMU holds the guest until its console
     /// is connected, so every millisecond between the socket appearing and the connection is a millisecond of boot.
@@ -92,6 +91,7 @@ internal sealed class QemuMachine(
     private static TimeSpan SocketPollPause(TimeSpan waited) =>
         TimeSpan.FromTicks(Math.Clamp(waited.Ticks / 10, TimeSpan.TicksPerMillisecond, 20 * TimeSpan.TicksPerMillisecond));
 
+    /// <summary>The monitor of the QEMU running the machine; null when none runs.</summary>
     private QemuMonitor? RunningMonitor => _process is { HasExited: false } ? _monitor : null;
 
     public async Task LaunchAsync(CancellationToken cancellationToken)
