@@ -34,8 +34,8 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
     private readonly SemaphoreSlim _consoleGate = new(1, 1);
     private bool _tailTaken;
 
-    // Where this launch's output begins in the console log file; null when not known (an instance taken back).
-    private long? _launchStart;
+    // What this launch printed so far; null when not known (an instance taken back).
+    private LxdLaunchOutput? _launchOutput;
 
     public LxdMachine(MachineSpec spec, string fingerprint, bool fromCommittedVersion, IReadOnlyList<HostKey> discoveredHostKeys,
         string? dynamicHost, LxdClient client, LxdImageStore store, ILogger logger)
@@ -79,7 +79,7 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
         await _consoleGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            _launchStart = File.Exists(_spec.ConsoleLogPath) ? new FileInfo(_spec.ConsoleLogPath).Length : 0;
+            _launchOutput = new LxdLaunchOutput();
         }
         finally
         {
@@ -203,11 +203,11 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
             }
 
             var part = await _client.ConsoleLogAsync(Name, cancellationToken).ConfigureAwait(false);
-            var skip = await ReplayedLengthAsync(part, cancellationToken).ConfigureAwait(false);
+            var skip = _launchOutput?.ReplayedIn(part) ?? 0;
             if (skip == 0 && stopped && part.Length > 0 && File.Exists(_spec.ConsoleLogPath))
             {
                 // A stopped instance's log may repeat what was already handed out while it ran.
-                var file = OpenConsoleLog();
+                var file = new FileStream(_spec.ConsoleLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
                 await using (file.ConfigureAwait(false))
                 {
                     var tail = new byte[Math.Min(file.Length, part.Length)];
@@ -221,6 +221,7 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
             // collected here are kept within console_max_bytes, the newest output kept.
             using var log = new ConsoleLogWriter(_spec.ConsoleLogPath, _spec.ConsoleMaxBytes);
             log.Write(part.AsSpan(skip));
+            _launchOutput?.Add(part.AsSpan(skip));
 
             _tailTaken |= stopped;
         }
@@ -334,42 +335,6 @@ internal sealed class LxdMachine : IMachineInstance, ISnapshotSupport, ICommitSu
             return new MachineExit(null, $"instance {Name} was removed by Falk", OutputTail());
         }
     }
-
-    /// <summary>
-    /// How much of <paramref name="part"/> is this launch's output already collected, handed out again. Once the
-    /// instance has stopped, LXD answers with its whole log from the launch on; a look that found it running may get
-    /// that answer when it stopped just after (the watch's look, a console read during a stop), so a replay is told by
-    /// its content, not by whether the instance was seen stopped. 0 when <paramref name="part"/> is new output only.
-    /// </summary>
-    private async Task<int> ReplayedLengthAsync(byte[] part, CancellationToken cancellationToken)
-    {
-        const int ShortestReplay = 32;
-        // Most looks find a few new bytes or none: the file is read only for a part that could hold a replay.
-        if (_launchStart is not { } start || part.Length < ShortestReplay || !File.Exists(_spec.ConsoleLogPath))
-        {
-            return 0;
-        }
-
-        var file = OpenConsoleLog();
-        await using (file.ConfigureAwait(false))
-        {
-            // A short launch output could start new output by chance; a log cut to console_max_bytes has moved.
-            var collected = file.Length - start;
-            if (collected < ShortestReplay || collected > part.Length)
-            {
-                return 0;
-            }
-
-            var have = new byte[collected];
-            file.Seek(start, SeekOrigin.Begin);
-            await file.ReadExactlyAsync(have, cancellationToken).ConfigureAwait(false);
-            return part.AsSpan().StartsWith(have) ? have.Length : 0;
-        }
-    }
-
-    /// <summary>The console log file for reading, while the console writer may append to it.</summary>
-    private FileStream OpenConsoleLog() =>
-        new(_spec.ConsoleLogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
 
     /// <summary>The length of the longest end of <paramref name="have"/> that <paramref name="part"/> starts with.</summary>
     private static int Overlap(ReadOnlySpan<byte> have, ReadOnlySpan<byte> part)
