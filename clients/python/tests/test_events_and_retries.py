@@ -39,6 +39,7 @@ async def test_the_event_stream_resumes_after_a_dropped_connection_without_losin
         first = await _first_machine_both_see(client, reference, resumed)
 
         proxy.refusing = True
+        connections_at_cut = proxy.connections
         proxy.cut()
         second = await client.create("sshd", lease_seconds=60)
         await second.boot()
@@ -46,6 +47,8 @@ async def test_the_event_stream_resumes_after_a_dropped_connection_without_losin
         await first.delete()
         await wait_until(lambda: _saw(reference, first.id, "destroyed"), 20, "the reference seeing the first machine go")
         assert not resumed.seen(second.id, "created")  # the proxied stream really was down meanwhile
+        # The client waits the stream's retry delay before it tries again; machines now come and go faster than that.
+        await wait_until(lambda: _refused_since(proxy, connections_at_cut), 20, "the client to try again and be refused")
         proxy.refusing = False
 
         third = await client.create("sshd", lease_seconds=60)
@@ -119,6 +122,10 @@ async def test_a_create_that_never_reaches_the_daemon_fails_with_falk_unavailabl
 
 async def _both_saw(a: Collector, b: Collector, machine_id: str, type: str) -> bool | None:
     return True if a.seen(machine_id, type) and b.seen(machine_id, type) else None
+
+
+async def _refused_since(proxy: FaultyProxy, connections: int) -> bool | None:
+    return True if proxy.connections > connections else None
 
 
 async def _saw(c: Collector, machine_id: str, type: str) -> bool | None:
